@@ -1,0 +1,1 @@
+"""gRPC API (micboard.v1) over grpc.aio."""

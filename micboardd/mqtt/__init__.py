@@ -1,0 +1,1 @@
+"""MQTT bridge with Home Assistant discovery."""

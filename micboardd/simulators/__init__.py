@@ -1,0 +1,1 @@
+"""Protocol-faithful device simulators, written from the reference, never from our codecs."""

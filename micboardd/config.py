@@ -94,6 +94,7 @@ class DeviceConfig:
     tls_insecure: bool = False  # explicit opt-out of TLS verification; logged at start
     local_port: int | None = None  # UDP source port, where the protocol needs a fixed one
     options: Mapping[str, Any] = field(default_factory=dict)  # family-specific extras
+    password_ref: Mapping[str, str] = field(default_factory=dict)  # {"password_file": path} — stored, never the secret
 
     @property
     def manufacturer(self) -> str:
@@ -478,7 +479,35 @@ def _parse_device(r: _Reader, raw: Any, p: str, default_rate: int) -> DeviceConf
         tls_insecure=insecure,
         local_port=r.get(raw, "local_port", int, None, p),
         options=dict(options),
+        password_ref={k: str(raw[k]) for k in ("password_file", "password_credential") if k in raw},
     )
+
+
+def parse_device(raw: Mapping[str, Any], *, default_rate: int = 1000, base_dir: Path | None = None) -> DeviceConfig:
+    """Validate one device table (config file or API); ConfigError paths start with ``device.``."""
+    r = _Reader(base_dir or Path.cwd())
+    dev = _parse_device(r, raw, "device.", default_rate)
+    if r.problems or dev is None:
+        raise ConfigError(r.problems or [("device", "invalid device")], "device")
+    return dev
+
+
+def device_to_dict(dev: DeviceConfig) -> dict[str, Any]:
+    """The TOML/JSON table that ``parse_device`` turns back into ``dev`` — without any secret value."""
+    out: dict[str, Any] = {"id": dev.id, "family": dev.family, "host": dev.host, "port": dev.port}
+    optional = {
+        "model": dev.model, "name": dev.name, "channels": dev.channels, "username": dev.username,
+        "tls_ca_file": dev.tls_ca_file, "local_port": dev.local_port,
+    }
+    out.update({k: v for k, v in optional.items() if v is not None})
+    out["enabled"] = dev.enabled
+    out["meter_rate_ms"] = dev.meter_rate_ms
+    if dev.tls_insecure:
+        out["tls_insecure"] = True
+    if dev.options:
+        out["options"] = dict(dev.options)
+    out.update(dev.password_ref)
+    return out
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

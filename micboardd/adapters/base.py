@@ -221,7 +221,7 @@ class Supervisor:
         self.backoff_cap = backoff_cap
         # min(base·1.8ⁿ, cap) plus up to half a base of jitter so a rack rebooting at once spreads out.
         self._wait = tenacity.wait_exponential_jitter(
-            initial=backoff_base, max=backoff_cap, exp_base=1.8, jitter=backoff_base / 2
+            multiplier=backoff_base, max=backoff_cap, exp_base=1.8, jitter=backoff_base / 2
         )
         self.failures = 0
         self.sessions = 0

@@ -125,7 +125,7 @@ class AlertEngine:
                 return []
             # Worse than what was acknowledged: ask for attention again.
             state = current.state
-            if severity > current.severity:
+            if severity.rank > current.severity.rank:
                 state = AlertState.ACTIVE
             return [replace(current, severity=severity, message=message, state=state)]
         self.raised += 1

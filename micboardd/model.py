@@ -213,6 +213,11 @@ class Severity(TolerantEnum):
     WARNING = "warning"
     CRITICAL = "critical"
 
+    @property
+    def rank(self) -> int:
+        """Order for escalation checks (string comparison would put 'critical' below 'warning')."""
+        return ("unknown", "info", "warning", "critical").index(self.value)
+
 
 @dataclass(frozen=True, slots=True)
 class Alert:

@@ -344,6 +344,7 @@ def test_p10t_fixture_bare_strings_and_crlf() -> None:
     assert st.device == {"name": "P10T-A"}
     assert st.channels[1]["name"] == "IEM_1"
     assert st.channels[1]["frequency_khz"] == 518200
+    assert st.channels[1]["gain_db"] == -10  # AUDIO_IN_LVL, read-only
     assert st.channels[1]["group_channel"] == "01,05"
     assert st.channels[2]["name"] == "MON 2"  # a bare value keeps its inner space
     assert st.channels[2]["group_channel"] is None
@@ -535,6 +536,10 @@ def test_sample_without_all_token_is_tolerated() -> None:
         (V.UHFR, "TX_BAT", "U", None),
         (V.UHFR, "TX_BAT", "3", 3),
         (V.UHFR, "FREQUENCY", "578.350", 578350),
+        (V.PSM1000, "AUDIO_IN_LVL", "-67", -67),
+        (V.PSM1000, "AUDIO_IN_LVL", "0", 0),
+        (V.PSM1000, "AUDIO_IN_LVL", "12", None),  # outside CP's range: unknown, not a real-looking number
+        (V.PSM1000, "AUDIO_IN_LVL", "x", None),
     ],
 )
 def test_decode_values_and_sentinels(vocab: V.Vocab, prop: str, text: str, expected: Any) -> None:

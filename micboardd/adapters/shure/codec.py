@@ -428,6 +428,14 @@ def _int(text: str, _: DecodeContext) -> Any:
     return _num(text)
 
 
+def _input_db(text: str, _: DecodeContext) -> Any:
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()):
+        return None  # the wire format is UNVERIFIED: unknown, not garbage
+    value = int(text)
+    return value if -67 <= value <= 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeContext:
     """What value decoding needs besides the text: the family table and configurable offsets."""
@@ -459,6 +467,7 @@ DECODERS: Final[Mapping[Decode, Callable[[str, DecodeContext], Any]]] = {
     Decode.INTERFERENCE: _interference,
     Decode.ENCRYPTION_STATUS: _encryption_status,
     Decode.INT: _int,
+    Decode.INPUT_DB: _input_db,
 }
 
 
@@ -512,12 +521,16 @@ def interpret(ctx: DecodeContext, rep: Rep) -> FieldChange | None:
     if prop.scope is Scope.CHANNEL:
         return FieldChange(rep.channel, rep.prop, fields={prop.field: value})
     present: bool | None = None
+    tx: dict[str, Any] = {prop.field: value}
     if prop.decode is Decode.TX_MODEL or prop.decode is Decode.BARS:
         # CW feedback.js: "transmitter off" = model unknown OR bars 255; a real model/bar count = on.
         present = value is not None
-    elif prop.decode is Decode.UHFR_BARS and value is not None:
-        present = True
-    return FieldChange(rep.channel, rep.prop, tx={prop.field: value}, present=present)
+    elif prop.decode is Decode.UHFR_BARS:
+        if value is None:
+            tx["present"] = None  # UHF-R "U": unknown, and so is whether a transmitter is there
+        else:
+            present = True
+    return FieldChange(rep.channel, rep.prop, tx=tx, present=present)
 
 
 def combine_lock(power: bool | None, menu: bool | None) -> str | None:

@@ -51,6 +51,7 @@ class Decode(enum.Enum):
     INTERFERENCE = "interference"  # NONE → False; CRITICAL/DETECTED → True
     ENCRYPTION_STATUS = "encryption_status"  # AD channel OK/ERROR → "ok"/"error"
     INT = "int"  # a plain number kept for the session (METER_RATE)
+    INPUT_DB = "input_db"  # PSM1000 AUDIO_IN_LVL: signed dB -67..0 (CP; wire format UNVERIFIED) else None
 
 
 class Scope(enum.Enum):
@@ -282,10 +283,11 @@ PSM1000: Final = Vocab(
         # Metering arrives as REPORT AUDIO_IN_LVL_L/_R with an undocumented 11-digit scale: liveness only.
         "AUDIO_IN_LVL_L": Prop(Decode.INT, _M),
         "AUDIO_IN_LVL_R": Prop(Decode.INT, _M),
-        # Known but not mapped: RF_MUTE mutes the RF carrier (not an audio mute), AUDIO_IN_LVL has no
-        # documented wire scale, RF_TX_LVL is the P10T's own power.
+        # The P10T's input level is its channel gain (read-only here: the SET format is not documented).
+        "AUDIO_IN_LVL": Prop(Decode.INPUT_DB, _C, "gain_db"),
+        # Known but not mapped: RF_MUTE mutes the RF carrier (not an audio mute: never shown as "muted"),
+        # RF_TX_LVL is the P10T's own RF power.
         "RF_MUTE": Prop(Decode.WORD, _S, "rf_mute"),
-        "AUDIO_IN_LVL": Prop(Decode.WORD, _S, "audio_in_level"),
         "RF_TX_LVL": Prop(Decode.WORD, _S, "rf_tx_level"),
         "AUDIO_TX_MODE": Prop(Decode.WORD, _S, "audio_tx_mode"),
         "AUDIO_IN_LINE_LVL": Prop(Decode.WORD, _S, "audio_in_line_level"),
@@ -294,7 +296,7 @@ PSM1000: Final = Vocab(
     braces=False,
     get_all=False,
     initial_device_gets=("DEVICE_NAME",),
-    initial_channel_gets=("CHAN_NAME", "FREQUENCY", "GROUP_CHAN", "METER_RATE"),
+    initial_channel_gets=("CHAN_NAME", "AUDIO_IN_LVL", "FREQUENCY", "GROUP_CHAN", "METER_RATE"),
     heartbeat=(1, "CHAN_NAME"),  # MB polls CHAN_NAME on PSM1000; METER_RATE GET is not attested there
     meter_all_channels=False,
     device_name="DEVICE_NAME",
@@ -322,7 +324,7 @@ UHFR: Final = Vocab(
     braces=False,
     sample=SampleLayout.UHFR,
     get_all=False,
-    initial_channel_gets=("CHAN_NAME", "TX_BAT", "GROUP_CHAN", "FREQUENCY", "TX_TYPE"),
+    initial_channel_gets=("CHAN_NAME", "TX_BAT", "GROUP_CHAN", "FREQUENCY", "TX_TYPE", "MUTE"),
     heartbeat=(1, "CHAN_NAME"),
     meter_all_channels=False,
     identify_device=False,

@@ -87,7 +87,7 @@ class BoardIndex:
         return (
             (not f.device_ids or dev.device_id in f.device_ids)
             and (not f.manufacturers or dev.manufacturer.value in _lower(f.manufacturers))
-            and (not f.models or (dev.model or "").lower() in _lower(f.models))
+            and (not f.models or _model_matches(dev.model, f.models))
             and (not f.families or dev.family in _lower(f.families))
             and (not f.HasField("online") or dev.online == f.online)
         )
@@ -98,7 +98,7 @@ class BoardIndex:
         dev = self.devices.get(ch.device_id)
         if f.manufacturers and (dev is None or dev.manufacturer.value not in _lower(f.manufacturers)):
             return False
-        if f.models and (dev is None or (dev.model or "").lower() not in _lower(f.models)):
+        if f.models and (dev is None or not _model_matches(dev.model, f.models)):
             return False
         if f.HasField("online") and (dev is not None and dev.online) != f.online:
             return False
@@ -127,6 +127,12 @@ class BoardIndex:
 
 def _lower(values: Sequence[str]) -> set[str]:
     return {v.lower() for v in values}
+
+
+def _model_matches(model: str | None, wanted: Sequence[str]) -> bool:
+    """Case-insensitive; "AD4D" also matches the band variants the device reports ("AD4D-A")."""
+    m = (model or "").lower()
+    return any(m == w or m.startswith(w + "-") for w in _lower(wanted))
 
 
 # ----------------------------------------------------------------------------- pagination

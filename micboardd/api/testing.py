@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -86,3 +86,68 @@ def fake_board(devices: int, channels_per_device: int = 4, *, prefix: str = "rx"
                                   "battery_percent": 20 * (1 + n % 5), "runtime_minutes": 60 * (1 + n % 5)})
             )
     return updates
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``cond`` every 20 ms until true; TimeoutError naming ``what`` otherwise."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise TimeoutError(f"timed out after {timeout} s waiting for {what}") from None
+
+
+@contextlib.asynccontextmanager
+async def shure_sims(models: Mapping[str, str], base_host: str, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+    """Simulated Shure receivers ``{device_id: model}``, each on its own loopback address from ``base_host``."""
+    from ..simulators.shure import ShureReceiverSim  # noqa: PLC0415 - tests and benches only
+
+    prefix, _, last = base_host.rpartition(".")
+    sims = {
+        dev_id: ShureReceiverSim(model, host=f"{prefix}.{int(last) + i}", port=0, seed=i, **kwargs)
+        for i, (dev_id, model) in enumerate(models.items())
+    }
+    try:
+        for sim in sims.values():
+            await sim.start()
+        yield sims
+    finally:
+        for sim in sims.values():
+            with contextlib.suppress(Exception):
+                await sim.stop()
+
+
+def sim_devices(sims: Mapping[str, Any], *, meter_rate_ms: int = 1000) -> list[dict[str, Any]]:
+    """Device tables pointing the daemon at running simulators."""
+    return [
+        {"id": dev_id, "model": sim.model, "host": sim.host, "port": sim.port, "meter_rate_ms": meter_rate_ms}
+        for dev_id, sim in sims.items()
+    ]
+
+
+def rpc_details(err: Any) -> list[Any]:
+    """The google.rpc details (ErrorInfo, BadRequest, ResourceInfo, PreconditionFailure) of a failed call."""
+    from google.rpc import error_details_pb2, status_pb2  # noqa: PLC0415
+
+    out: list[Any] = []
+    for key, value in err.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        for packed in status_pb2.Status.FromString(value).details:
+            for cls in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest,
+                        error_details_pb2.ResourceInfo, error_details_pb2.PreconditionFailure):
+                msg = cls()
+                if packed.Unpack(msg):
+                    out.append(msg)
+    return out
+
+
+def field_violations(err: Any) -> list[str]:
+    """The ``field`` of every BadRequest violation of a failed call, in order."""
+    return [v.field for d in rpc_details(err) if hasattr(d, "field_violations") for v in d.field_violations]
+
+
+def error_reason(err: Any) -> str:
+    """The ErrorInfo reason of a failed call ("" when it has none)."""
+    return next((d.reason for d in rpc_details(err) if hasattr(d, "reason")), "")

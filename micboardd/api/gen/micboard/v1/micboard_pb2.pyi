@@ -354,7 +354,7 @@ class DeviceFilter(_message.Message):
 
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Case-insensitive model names, e.g. "ULXD4Q"."""
+        """Case-insensitive model names, e.g. "ULXD4Q"; "AD4D" also matches band variants like "AD4D-A"."""
 
     @_builtins.property
     def families(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...

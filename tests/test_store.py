@@ -30,7 +30,8 @@ from micboardd.model import (
     Slot,
     SlotAlerts,
 )
-from micboardd.store import AuditEntry, Store, StoreError, core, planner, schema
+from micboardd.store import AuditEntry, Store, StoreError, engine, planner, schema
+from micboardd.store import writer as writer_mod
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -413,8 +414,8 @@ async def test_changes_made_before_the_writer_starts_are_not_lost(tmp_path: Path
 
 
 async def test_failed_writes_are_kept_and_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core, "BUSY_TIMEOUT_MS", 50)
-    monkeypatch.setattr(core, "RETRY_BASE_S", 0.05)
+    monkeypatch.setattr(engine, "BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(writer_mod, "RETRY_BASE_S", 0.05)
     path = tmp_path / "s.db"
     store = Store(path)
     await store.open()
@@ -799,7 +800,7 @@ async def test_old_history_is_pruned_at_writer_start(tmp_path: Path) -> None:
 
 
 async def test_prune_removes_only_rows_older_than_history_days(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(core, "PRUNE_CHUNK_ROWS", 7)  # several chunks
+    monkeypatch.setattr(writer_mod, "PRUNE_CHUNK_ROWS", 7)  # several chunks
     clock = FakeClock(1_700_000_000.0)
     store = Store(tmp_path / "s.db", history_days=2, clock=clock)
     await store.open()

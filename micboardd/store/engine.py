@@ -145,10 +145,16 @@ class Engine:
             conn.execute("PRAGMA foreign_keys = ON")
             db = Database(conn, execute_plugins=False)
             applied = schema.migrate(db, self._clock())
-            for table in CHECKED_AT_OPEN:
-                result = [r[0] for r in conn.execute(f"PRAGMA quick_check({table})")]
+            # quick_check(TABLE) needs SQLite 3.33; older libraries check the whole file instead.
+            checks = (
+                [f"quick_check({t})" for t in CHECKED_AT_OPEN]
+                if sqlite3.sqlite_version_info >= (3, 33)
+                else ["quick_check"]
+            )
+            for check in checks:
+                result = [r[0] for r in conn.execute(f"PRAGMA {check}")]
                 if result != ["ok"]:
-                    raise sqlite3.DatabaseError(f"quick_check({table}): {'; '.join(map(str, result[:3]))}")
+                    raise sqlite3.DatabaseError(f"{check}: {'; '.join(map(str, result[:3]))}")
             self.schema_version = schema.current_version(db)
         except SchemaTooNewError as exc:
             if conn is not None:

@@ -128,7 +128,7 @@ async def test_every_family_end_to_end(tmp_path: Path) -> None:
                 assert level is not None and -130 <= level <= 0, (fam, m)
 
         # Transmitter switched off at the receiver → unknowns, not numbers that look real.
-        for fam, sim in sims.items():
+        for sim in sims.values():
             sim.tx_off(1)
 
         def tx_gone() -> bool:
@@ -138,7 +138,7 @@ async def test_every_family_end_to_end(tmp_path: Path) -> None:
         for fam in sims:
             tx = hub.channel(fam, 1).tx  # type: ignore[union-attr]
             assert (tx.battery_bars, tx.battery_percent, tx.runtime_minutes, tx.model) == (None,) * 4
-        for fam, sim in sims.items():
+        for sim in sims.values():
             sim.tx_on(1)
         await until(lambda: all(hub.channel(f, 1).tx.present for f in sims), 10, "transmitters back")  # type: ignore[union-attr]
 

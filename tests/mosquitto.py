@@ -58,6 +58,8 @@ class Collector:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self.client: aiomqtt.Client | None = None
+        self._marker = f"test/collector/{uuid.uuid4().hex}"
+        self._synced: set[bytes] = set()
 
     async def __aenter__(self) -> Collector:
         self._task = asyncio.create_task(self._run())
@@ -75,12 +77,16 @@ class Collector:
         async with aiomqtt.Client(self.broker.host, self.broker.port, identifier=self.identifier,
                                   protocol=self.protocol) as client:
             self.client = client
-            for flt in self.filters:
+            for flt in [*self.filters, self._marker]:
                 await client.subscribe(flt, qos=1)
             self._ready.set()
             async for msg in client.messages:
                 payload = msg.payload if isinstance(msg.payload, bytes) else str(msg.payload).encode()
                 topic = msg.topic.value
+                if topic == self._marker:
+                    self._synced.add(payload)
+                    self._changed.set()
+                    continue
                 if payload:
                     self.last[topic] = payload
                 else:
@@ -93,6 +99,12 @@ class Collector:
     async def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, qos: int = 1) -> None:
         assert self.client is not None
         await self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def sync(self) -> None:
+        """Return once everything the broker had queued for this subscriber before now has arrived."""
+        token = uuid.uuid4().hex.encode()
+        await self.publish(self._marker, token)
+        await self.wait_for(lambda: token in self._synced, what="collector sync marker")
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = WAIT_S, what: str = "") -> Any:
         """Poll ``predicate`` on every message (and at least every 50 ms) until it is truthy."""

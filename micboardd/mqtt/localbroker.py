@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -77,6 +78,9 @@ class LocalMosquitto:
             "log_type information",
             "connection_messages true",
         ]
+        if os.geteuid() == 0:
+            # As root, mosquitto drops to its own user and then cannot read our files in a private tmp dir.
+            lines.append("user root")
         text = "\n".join(lines) + "\n" + self.extra_config
         self.config_path.write_text(text, encoding="utf-8")
 

@@ -44,7 +44,8 @@ async def test_slots_masks_etags_and_audit(tmp_path: Path) -> None:
 
         # update_mask: only the performer changes; the channel in the message is ignored.
         renamed = await stub.UpdateSlot(pb.UpdateSlotRequest(
-            slot=rpb.Slot(slot=5, channel="rx002/4", performer="Anna B", etag=created.etag), update_mask=mask("performer")))
+            slot=rpb.Slot(slot=5, channel="rx002/4", performer="Anna B", etag=created.etag),
+            update_mask=mask("performer")))
         assert renamed.channel == "rx001/1" and renamed.performer == "Anna B" and renamed.etag != created.etag
 
         with pytest.raises(aio.AioRpcError) as e:  # stale etag

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from pathlib import Path
@@ -41,10 +42,11 @@ CHANNELS_ONLY = [pb.RESOURCE_KIND_CHANNEL]
 async def test_snapshot_then_live_then_resume(tmp_path: Path) -> None:
     async with running_daemon(daemon_config(tmp_path)) as d, stub_for(d) as stub:
         d.hub.apply(fake_board(3))
+        applied = d.hub.revision  # the alert engine may add (alert) revisions at any moment after this
         call = stub.Watch(pb.WatchRequest(kinds=CHANNELS_ONLY, include_context=True))
         first = await call.read()
         assert first.HasField("snapshot") and not first.fragment
-        assert len(first.snapshot.events) == 12 and first.revision == d.hub.revision
+        assert len(first.snapshot.events) == 12 and applied <= first.revision <= d.hub.revision
         assert all(e.type == pb.EVENT_TYPE_PUT and e.channel.context.device_online for e in first.snapshot.events)
 
         d.hub.apply([ChannelUpdate("rx001", 2, {"name": "LEAD"})])
@@ -64,9 +66,10 @@ async def test_snapshot_then_live_then_resume(tmp_path: Path) -> None:
         call.cancel()
 
         # Nothing to replay: the stream opens with a progress message at the current revision.
-        call = stub.Watch(pb.WatchRequest(start_revision=d.hub.revision))
+        now = d.hub.revision
+        call = stub.Watch(pb.WatchRequest(kinds=CHANNELS_ONLY, start_revision=now))
         opened = await call.read()
-        assert opened.HasField("progress") and opened.revision == d.hub.revision
+        assert opened.HasField("progress") and now <= opened.revision <= d.hub.revision
         call.cancel()
 
 
@@ -106,10 +109,11 @@ async def test_progress_events_while_idle(tmp_path: Path) -> None:
     async with running_daemon(daemon_config(tmp_path)) as d, stub_for(d) as stub:
         d.hub.apply(fake_board(1))
         call = stub.Watch(pb.WatchRequest(kinds=CHANNELS_ONLY, progress_interval=ms(100)))
-        assert (await call.read()).HasField("snapshot")
+        snap = await call.read()
+        assert snap.HasField("snapshot")
         t0 = time.monotonic()
         progress = [await call.read() for _ in range(3)]
-        assert all(p.HasField("progress") and p.revision == d.hub.revision for p in progress)
+        assert all(p.HasField("progress") and snap.revision <= p.revision <= d.hub.revision for p in progress)
         assert time.monotonic() - t0 < 2.0
         call.cancel()
 
@@ -158,17 +162,14 @@ async def test_slow_watcher_gets_latest_values_and_blocks_nobody(tmp_path: Path)
 
 
 async def test_watch_ends_unavailable_at_shutdown(tmp_path: Path) -> None:
-    async with running_daemon(daemon_config(tmp_path)) as d:
-        async with aio.insecure_channel(f"unix:{d.config.api.socket}") as channel:
-            from micboardd.api.gen.micboard.v1 import micboard_pb2_grpc as pb_grpc
-
-            call = pb_grpc.MicboardStub(channel).Watch(pb.WatchRequest())
-            assert (await call.read()).HasField("snapshot")
-            assert d.api is not None
-            await d.api.stop(1.0)
-            with pytest.raises(aio.AioRpcError) as e:
-                await asyncio.wait_for(call.read(), 5)
-            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    async with running_daemon(daemon_config(tmp_path)) as d, stub_for(d) as stub:
+        call = stub.Watch(pb.WatchRequest())
+        assert (await call.read()).HasField("snapshot")
+        assert d.api is not None
+        await d.api.stop(1.0)
+        with pytest.raises(aio.AioRpcError) as e:
+            await asyncio.wait_for(call.read(), 5)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_stream_meters_is_rate_limited_per_channel(tmp_path: Path) -> None:
@@ -188,7 +189,8 @@ async def test_stream_meters_is_rate_limited_per_channel(tmp_path: Path) -> None
         while time.monotonic() - t0 < 1.0:  # 100 Hz of readings on two channels
             i += 1
             for ch in (1, 2):
-                d.hub.put_meters(Meters("rx001", ch, rf_dbm=(-60.0 - i % 5, None), audio_peak_dbfs=-20.0, at=time.time()))
+                rf = (-60.0 - i % 5, None)
+                d.hub.put_meters(Meters("rx001", ch, rf_dbm=rf, audio_peak_dbfs=-20.0, at=time.time()))
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)
         call.cancel()
@@ -196,7 +198,7 @@ async def test_stream_meters_is_rate_limited_per_channel(tmp_path: Path) -> None
         with pytest.raises((asyncio.CancelledError, aio.AioRpcError)):
             await task
         assert 3 <= len(got) <= 7, f"{len(got)} messages in 1 s at a 200 ms limit"
-        gaps = [b - a for a, b in zip(got, got[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(got)]
         assert min(gaps) >= 0.18
 
         with pytest.raises(aio.AioRpcError) as e:

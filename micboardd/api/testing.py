@@ -92,7 +92,7 @@ async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "co
     """Poll ``cond`` every 20 ms until true; TimeoutError naming ``what`` otherwise."""
     try:
         async with asyncio.timeout(timeout):
-            while not cond():
+            while not cond():  # noqa: ASYNC110 - polls state with no event to wait on (hub, sims)
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise TimeoutError(f"timed out after {timeout} s waiting for {what}") from None

@@ -286,7 +286,8 @@ class WatchState:
         self.revision = msg.revision
         if msg.HasField("snapshot"):
             if self._pending_snapshot is None:
-                self.channels.clear(), self.devices.clear(), self.slots.clear(), self.alerts.clear()
+                for held in (self.channels, self.devices, self.slots, self.alerts):
+                    held.clear()
                 self._pending_snapshot = []
             events = list(msg.snapshot.events)
             if not msg.fragment:
@@ -297,10 +298,11 @@ class WatchState:
             return []
         touched: list[str] = []
         for ev in events:
-            table_: dict[str, Any] = {
+            tables: dict[int, dict[str, Any]] = {
                 pb.RESOURCE_KIND_CHANNEL: self.channels, pb.RESOURCE_KIND_DEVICE: self.devices,
                 pb.RESOURCE_KIND_SLOT: self.slots, pb.RESOURCE_KIND_ALERT: self.alerts,
-            }[ev.kind]
+            }
+            table_ = tables[ev.kind]
             if ev.type == pb.EVENT_TYPE_DELETE:
                 table_.pop(ev.key, None)
             else:
@@ -357,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"micboardctl {__version__}")
     conn = p.add_argument_group("connection")
     conn.add_argument("--socket", help=f"the daemon's Unix socket (default {DEFAULT_SOCKET}, or $MICBOARD_SOCKET)")
-    conn.add_argument("--target", dest="grpc_target", help="host:port of the daemon's TLS listener (or $MICBOARD_TARGET)")
+    conn.add_argument("--target", dest="grpc_target", help="host:port of the TLS listener (or $MICBOARD_TARGET)")
     conn.add_argument("--token", help="bearer token (or $MICBOARD_TOKEN); prefer --token-file")
     conn.add_argument("--token-file", help="read the bearer token from this file")
     conn.add_argument("--ca", help="CA certificate (PEM) that signed the daemon's TLS certificate")
@@ -365,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output (read commands and results)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("status", help="daemon version, uptime, subsystems, device connections")
+    sub.add_parser("status", help="version, uptime, subsystems, device connections")
     d = sub.add_parser("devices", help="receivers and their connection state")
     d.add_argument("--manufacturer", action="append", help="shure, sennheiser (repeatable)")
     d.add_argument("--model", action="append", help="e.g. ULXD4Q (repeatable)")

@@ -46,7 +46,7 @@ class MicboardError(Exception):
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         message = (exc.details() if hasattr(exc, "details") else None) or str(exc)
         err = cls(code, message)
-        trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+        trailing: Any = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
         for key, value in trailing or ():
             if key != "grpc-status-details-bin":
                 continue
@@ -102,7 +102,7 @@ class Client:
             self.channel = aio.secure_channel(self.address, grpc.ssl_channel_credentials(root_certificates=roots))
         else:
             self.channel = aio.insecure_channel(self.address)
-        self.stub = pb_grpc.MicboardStub(self.channel)
+        self.stub = pb_grpc.MicboardStub(self.channel)  # type: ignore[no-untyped-call]
 
     async def __aenter__(self) -> Client:
         return self
@@ -111,7 +111,7 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(None)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -200,7 +200,8 @@ class Client:
         include_context: bool = False,
     ) -> AsyncIterator[pb.WatchResponse]:
         req = pb.WatchRequest(
-            kinds=list(kinds), device_ids=list(device_ids), start_revision=start_revision, epoch=epoch,
+            kinds=[pb.ResourceKind.ValueType(k) for k in kinds],
+            device_ids=list(device_ids), start_revision=start_revision, epoch=epoch,
             progress_interval=_duration(progress_interval), include_context=include_context,
         )
         return self.stream("Watch", req)

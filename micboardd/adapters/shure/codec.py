@@ -186,13 +186,16 @@ def parse_frame(body: bytes) -> Message:
     if body.translate(None, _ALLOWED_BYTES):
         raise ParseError("control or non-text bytes in frame")
     text = body.decode("latin-1")
-    verb, _, rest = text.strip().partition(" ")
-    if verb == "SAMPLE":
-        toks = rest.split()
-        if len(toks) < 2:
+    toks = text.split()
+    if not toks:
+        raise ParseError("empty frame")
+    verb = toks[0]
+    if verb == "SAMPLE":  # the hot path: one split, no further string work
+        if len(toks) < 3:
             raise ParseError("SAMPLE without values")
-        values = toks[2:] if toks[1] == "ALL" else toks[1:]  # MXW omits ALL (§2.3)
-        return Sample(_channel(toks[0]), tuple(values))
+        values = toks[3:] if toks[2] == "ALL" else toks[2:]  # MXW omits ALL (§2.3)
+        return Sample(_channel(toks[1]), tuple(values))
+    rest = text.strip()[len(verb) :]
     if verb not in ("REP", "REPORT"):
         raise ParseError(f"unknown verb {verb[:12]!r}")
     first, _, rest = rest.lstrip().partition(" ")
@@ -557,9 +560,20 @@ def combine_encryption(mode: str | None, warning: bool | None, status: str | Non
 # ----------------------------------------------------------------------------- meters (hot path)
 
 
+_ANTENNA_MEMO: dict[tuple[str, str], str | None] = {}
+_ANTENNA_MEMO_MAX: Final = 512  # distinct antenna strings are few (X/R/B per antenna); bound it anyway
+
+
 def _antennas(status: str, names: str) -> str | None:
-    active = "".join(names[i] for i, c in enumerate(status[: len(names)]) if c != "X")
-    return active or None
+    """Active antennas from a status string: every position that is not ``X`` (off)."""
+    key = (status, names)
+    active = _ANTENNA_MEMO.get(key, "?")
+    if active != "?":
+        return active
+    active = "".join(names[i] for i, c in enumerate(status[: len(names)]) if c != "X") or None
+    if len(_ANTENNA_MEMO) < _ANTENNA_MEMO_MAX:
+        _ANTENNA_MEMO[key] = active
+    return active
 
 
 def meters_ulx(device_id: str, sample: Sample, at: float) -> Meters:
@@ -583,10 +597,14 @@ def meters_ad(device_id: str, sample: Sample, at: float) -> Meters:
     n = len(status)
     if len(v) < 5 + 2 * n:
         raise ValueError(f"SAMPLE has {len(v) - 5} RF tokens for {n} antennas")
+    if n == 2:  # standard diversity: skip the generator
+        rf: tuple[float | None, ...] = (int(v[6]) - 120, int(v[8]) - 120)
+    else:
+        rf = tuple([int(v[6 + 2 * i]) - 120 for i in range(n)])
     return Meters(
         device_id,
         sample.channel,
-        rf_dbm=tuple(int(v[6 + 2 * i]) - 120 for i in range(n)),
+        rf_dbm=rf,
         active_antenna=_antennas(status, "AB" if n <= 2 else "1234"),
         link_quality=quality * 20 if quality <= 5 else None,  # 0-5 bars → percent; 255 = no link
         audio_peak_dbfs=int(v[2]) - 120,

@@ -78,16 +78,21 @@ class BatchPlanner:
     # ------------------------------------------------------------------ input
 
     def ingest(self, changes: Iterable[Change]) -> None:
+        now_mono = self._mono()  # one batch, one instant: thousands of clock calls add up on the event loop
+        now = self._clock()
+        pending = self._pending
         for change in changes:
             self.changes_seen += 1
-            if change.kind is Kind.DEVICE:
-                self._ingest_device(change.key, change.after)
-            elif change.kind is Kind.ALERT and change.after is None:
-                self._ingest_alert_removal(change.key, change.before)
+            kind = change.kind
+            if kind is Kind.CHANNEL:
+                pending[(kind, change.key)] = change.after
+                self._ingest_history(change.key, change.before, change.after, now, now_mono)
+            elif kind is Kind.DEVICE:
+                self._ingest_device(change.key, change.after, now_mono)
+            elif kind is Kind.ALERT and change.after is None:
+                self._ingest_alert_removal(change.key, change.before, now)
             else:
-                self._pending[(change.kind, change.key)] = change.after
-                if change.kind is Kind.CHANNEL:
-                    self._ingest_history(change.key, change.before, change.after)
+                pending[(kind, change.key)] = change.after
 
     def ingest_snapshot(self, entities: Mapping[Kind, Iterable[Any]]) -> None:
         """Queue whole entities (the hub's state when the writer starts); no history rows."""
@@ -98,17 +103,17 @@ class BatchPlanner:
                 else:
                     self._pending[(kind, entity.key)] = entity
 
-    def _ingest_alert_removal(self, alert_id: str, before: Alert | None) -> None:
+    def _ingest_alert_removal(self, alert_id: str, before: Alert | None, now: float) -> None:
         # Alerts leave the hub a while after they clear; the store keeps them as the show's alert history
         # (pruned after history_days). One removed while still live is recorded as cleared so it stays gone.
         if before is None:
             return
         if before.state is not AlertState.CLEARED:
-            cleared_at = before.cleared_at if before.cleared_at is not None else self._clock()
+            cleared_at = before.cleared_at if before.cleared_at is not None else now
             before = dataclasses.replace(before, state=AlertState.CLEARED, cleared_at=cleared_at)
         self._pending[(Kind.ALERT, alert_id)] = before
 
-    def _ingest_device(self, device_id: str, after: Device | None) -> None:
+    def _ingest_device(self, device_id: str, after: Device | None, now_mono: float) -> None:
         if after is None:
             self._pending[(Kind.DEVICE, device_id)] = None
             self._written.pop(device_id, None)
@@ -122,7 +127,7 @@ class BatchPlanner:
                 return
             if dataclasses.replace(after, last_seen=last.last_seen) == last:
                 due = self._written_at[device_id] + LAST_SEEN_WRITE_INTERVAL_S
-                if self._mono() < due:
+                if now_mono < due:
                     if device_id not in self._deferred:
                         self.last_seen_deferred += 1
                     self._deferred[device_id] = (due, after)
@@ -135,7 +140,9 @@ class BatchPlanner:
         self._written_at[device.device_id] = self._mono()
         self._deferred.pop(device.device_id, None)
 
-    def _ingest_history(self, key: str, before: Channel | None, after: Channel | None) -> None:
+    def _ingest_history(
+        self, key: str, before: Channel | None, after: Channel | None, now: float, now_mono: float
+    ) -> None:
         if after is None:
             self._hist_last.pop(key, None)
             return
@@ -151,11 +158,11 @@ class BatchPlanner:
         if base is None:
             if all(v is None for v in values):
                 return
-        elif not any(values[i] != base[i] for i in _SIGNIFICANT) and self._mono() - last_at < HISTORY_SLOW_INTERVAL_S:
+        elif not any(values[i] != base[i] for i in _SIGNIFICANT) and now_mono - last_at < HISTORY_SLOW_INTERVAL_S:
             self._hist_last[key] = (last_at, base)  # keep comparing against the last row written
             return
-        self._history.append((self._clock(), key, *values))
-        self._hist_last[key] = (self._mono(), values)
+        self._history.append((now, key, *values))
+        self._hist_last[key] = (now_mono, values)
         if len(self._history) > MAX_PENDING_HISTORY:
             drop = len(self._history) - MAX_PENDING_HISTORY
             del self._history[:drop]

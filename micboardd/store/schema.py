@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import operator
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -202,9 +203,13 @@ def entity_class(kind: Kind) -> type[Any]:
     return _ENTITY_CLASS[kind]
 
 
+_TX_HISTORY_GETTER: Final = operator.attrgetter(*HISTORY_FIELDS)
+
+
 def tx_history_values(tx: Transmitter) -> tuple[Any, ...]:
     """The ``HISTORY_FIELDS`` of a transmitter, in column order."""
-    return tuple(getattr(tx, name) for name in HISTORY_FIELDS)
+    values: tuple[Any, ...] = _TX_HISTORY_GETTER(tx)
+    return values
 
 
 def insert_history(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:

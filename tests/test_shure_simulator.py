@@ -481,6 +481,17 @@ async def test_one_channel_unpadded_rate_and_the_documented_no_transmitter_sampl
     assert last is not None and last.antenna is None and last.quality is None
 
 
+async def test_axient_fd_combining_appends_a_second_rf_section(make_sim: SimFactory) -> None:
+    sim = await make_sim("AD4D")
+    client = await client_for(sim)
+    sim.update_channel(1, fd_mode="FD-C")
+    assert await client.expect("REP") == "REP 1 FD_MODE FD-C"
+    await client.send("< SET 1 METER_RATE 00100 >")
+    sample = await client.expect("SAMPLE")
+    section = r"[XB]{2}( \d{2} \d{3}){2}"
+    assert re.fullmatch(rf"SAMPLE 1 ALL \d{{3}} \d{{3}} \d{{3}} \d{{3}} {section} {section}", sample), sample
+
+
 class UdpClient(asyncio.DatagramProtocol):
     """A UHF-R client socket: datagrams in a queue, messages split on ``*``, with the port they came from."""
 
@@ -541,6 +552,30 @@ async def test_uhfr_meter_and_reports_over_udp(make_sim: SimFactory, reply_port:
 
         sim.tx_off(1)
         assert ("REPORT 1 TX_BAT U", source) in await client.messages(0.1)
+    finally:
+        assert client.transport is not None
+        client.transport.close()
+
+
+async def test_uhfr_reset_gives_port_unreachable_until_cleared(make_sim: SimFactory) -> None:
+    sim = await make_sim("UR4S")
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_datagram_endpoint(UdpClient, local_addr=("127.0.0.1", 0))
+    try:
+        client.send(sim, b"* GET 1 TX_BAT *")
+        assert await client.messages(QUIET_S)
+        sim.fault = FaultMode.RESET  # UDP has no connection to reset: the socket goes away
+        client.send(sim, b"* GET 1 TX_BAT *")
+        assert await client.messages(QUIET_S) == []
+        sim.fault = FaultMode.NONE  # it comes back on the same port
+
+        async def answered() -> bool:
+            client.send(sim, b"* GET 1 TX_BAT *")
+            return bool(await client.messages(0.05))
+
+        async with asyncio.timeout(WAIT_S):
+            while not await answered():
+                pass
     finally:
         assert client.transport is not None
         client.transport.close()

@@ -521,7 +521,8 @@ async def test_garbage_is_logged_once_per_burst_and_the_session_survives(caplog:
     assert warnings[0].getMessage().startswith(f"{DEVICE}: ")
 
 
-async def test_controller_access_off_degrades_then_reconnects() -> None:
+async def test_controller_access_off_degrades_then_reconnects(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="micboardd.device")
     opts = {"first_answer_timeout_s": 0.3, "no_answer_reconnect_s": 1.0}
     async with rig("SLXD4D", options=opts, fault=FaultMode.CONTROLLER_ACCESS_OFF) as r:
         await until(lambda: r.state is ConnState.DEGRADED, "degraded: connected but mute")
@@ -529,9 +530,12 @@ async def test_controller_access_off_degrades_then_reconnects() -> None:
         assert dev is not None
         assert "Controller Access" in (dev.last_error or "")
         await until(lambda: r.sup.sessions >= 2, "a reconnect after the no-answer limit")
-        assert any(line == "GET 0 ALL" for line in r.sim.received)
+        await until(lambda: r.state is ConnState.DEGRADED, "degraded again in the second session")
+        assert r.sim.received.count("GET 0 ALL") >= 2
         r.sim.fault = FaultMode.NONE
         await r.online()
+    mute = [rec for rec in caplog.records if "answers nothing" in rec.getMessage()]
+    assert len(mute) == 1  # WARNING once, DEBUG on every later session
 
 
 @pytest.mark.parametrize(
@@ -639,6 +643,7 @@ async def test_unknown_properties_and_foreign_channels_are_ignored() -> None:
     async def odd_receiver(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(100)
         writer.write(
+            b"< REP DEVICE_ID {        } >"
             b"< REP 1 CHAN_NAME {Vox     } >< REP 1 SOMETHING_NEW 42 >< REPORT 1 TX_OFFSET 006 >"
             b"< REP 7 CHAN_NAME {Ghost   } >< REP 1 BATT_BARS 003 >< REP PRI 1 X >"
         )
@@ -648,13 +653,16 @@ async def test_unknown_properties_and_foreign_channels_are_ignored() -> None:
     server = await asyncio.start_server(odd_receiver, HOST, 0)
     port = server.sockets[0].getsockname()[1]
     hub = StateHub()
-    cfg = DeviceConfig(id=DEVICE, family="ulxd", host=HOST, port=port, model="ULXD4", meter_rate_ms=0, options=FAST)
+    cfg = DeviceConfig(
+        id=DEVICE, family="ulxd", host=HOST, port=port, model="ULXD4", name="Rack A", meter_rate_ms=0, options=FAST
+    )
     sup = Supervisor(cfg, hub, ShureAdapter, backoff_base=0.05)
     task = asyncio.create_task(sup.run())
     try:
         await until(lambda: (c := hub.channel(DEVICE, 1)) is not None and c.tx.battery_bars == 3, "battery REP")
         assert hub.channel(DEVICE, 1).name == "Vox"  # type: ignore[union-attr]
         assert hub.channel(DEVICE, 7) is None  # a ULXD4 has one channel
+        assert hub.device(DEVICE).name == "Rack A"  # type: ignore[union-attr]  # blank DEVICE_ID keeps it
         assert sup.state is ConnState.ONLINE
     finally:
         task.cancel()

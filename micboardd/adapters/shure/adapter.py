@@ -31,6 +31,7 @@ from ...model import TX_ABSENT, Device, Manufacturer, Meters
 from ..base import Adapter, DeviceLink, ProtocolError, RetryableError, TerminalError
 from .codec import (
     METER_DECODERS,
+    TEMP_OFFSET_C,
     DecodeContext,
     Err,
     FieldChange,
@@ -122,9 +123,14 @@ class _Step:
     any_channel: bool = False
 
 
-def _option_float(options: Mapping[str, Any], key: str, default: float) -> float:
+def _option_float(
+    options: Mapping[str, Any], key: str, default: float, logger: logging.LoggerAdapter[logging.Logger]
+) -> float:
     value = options.get(key, default)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        logger.warning("options.%s = %r is not a number; using %g", key, value, default)
+        return default
+    return float(value)
 
 
 class ShureAdapter(Adapter):
@@ -138,12 +144,13 @@ class ShureAdapter(Adapter):
         super().__init__(config, link)
         self.vocab: Vocab | None = self._vocab_for(config)
         self.timing = Timing.from_options(config.options, self.log)
-        offset = _option_float(config.options, "battery_temp_offset_c", -40.0)
+        offset = _option_float(config.options, "battery_temp_offset_c", TEMP_OFFSET_C, self.log)
         self._ctx = DecodeContext(self.vocab or FAMILIES["ulxd"], temp_offset_c=offset)
         vocab = self._ctx.vocab
         self._meter_fn: Callable[[str, Sample, float], Meters] | None = METER_DECODERS.get(vocab.sample)
         self._model_channels = config.channels or channels_for_model(vocab, config.model) or vocab.default_channels
         self.rf_band: str | None = None  # Device has no band field; kept here for diagnostics
+        self._mute_warned = False  # "answers nothing" is a WARNING once per adapter, then DEBUG
         self._reset_session()
 
     @staticmethod
@@ -191,8 +198,12 @@ class ShureAdapter(Adapter):
     # ------------------------------------------------------------------ transport (TCP; UDP overrides)
 
     async def _open(self) -> None:
-        async with asyncio.timeout(self.timing.connect_timeout_s):
-            self._reader, self._writer = await asyncio.open_connection(self.config.host, self.config.port)
+        t = self.timing.connect_timeout_s
+        try:
+            async with asyncio.timeout(t):
+                self._reader, self._writer = await asyncio.open_connection(self.config.host, self.config.port)
+        except TimeoutError:
+            raise RetryableError(f"no TCP connection to {self.config.host}:{self.config.port} within {t:g} s") from None
 
     def _send(self, data: bytes) -> None:
         self.log.debug("send %r", data)
@@ -272,8 +283,12 @@ class ShureAdapter(Adapter):
             try:
                 await self._run_step(step, require_answer=False)
             except CommandError as exc:
-                self.log.warning("metering at %d ms not confirmed (%s); liveness uses heartbeats", rate_ms, exc)
-                return
+                if exc.reason is CommandErrorReason.OFFLINE:
+                    return
+                where = f" on channel {step.channel}" if step.channel else ""
+                self.log.warning(
+                    "metering at %d ms%s not confirmed (%s); liveness uses heartbeats", rate_ms, where, exc
+                )
 
     # ------------------------------------------------------------------ run
 
@@ -351,7 +366,9 @@ class ShureAdapter(Adapter):
             self._degraded = True
             if not self.answer_means_connected:
                 raise RetryableError(f"no reply for {waited:.0f} s; {hint}")
-            self.log.warning("connected but the receiver answers nothing after %.0f s; %s", waited, hint)
+            level = logging.DEBUG if self._mute_warned else logging.WARNING
+            self._mute_warned = True
+            self.log.log(level, "connected but the receiver answers nothing after %.0f s; %s", waited, hint)
             self.link.degraded(f"connected but the receiver answers nothing; {hint}")
         edge = t.first_answer_timeout_s if not self._degraded else t.no_answer_reconnect_s
         return self._connected_at + edge
@@ -394,11 +411,12 @@ class ShureAdapter(Adapter):
                 self._garbage(item, str(exc))
                 continue
             good += 1
-            if meters is not None:
-                self._on_meters(msg, meters)  # type: ignore[arg-type]  # msg is the Sample meters came from
+            if isinstance(msg, Sample):
+                if meters is not None:
+                    self._on_meters(msg, meters)
             elif isinstance(msg, Rep):
                 self._on_rep(msg, change)
-            elif isinstance(msg, Err):
+            else:
                 self._on_err(msg)
         if good:
             self._good += good
@@ -534,8 +552,9 @@ class ShureAdapter(Adapter):
                 fields[key] = value
             elif key == "rf_band":
                 self.rf_band = value
-        if "model" in fields and fields["model"] is None:
-            del fields["model"]  # an empty MODEL reply must not erase the configured model
+        for key in ("model", "name"):
+            if key in fields and fields[key] is None:
+                del fields[key]  # a blank MODEL/DEVICE_ID must not erase what the config says
         if fields.get("model") and not self.config.channels:
             count = channels_for_model(self._ctx.vocab, fields["model"])
             if count and count != self._model_channels:

@@ -59,27 +59,20 @@ class BoardIndex:
         )
 
     def context(self, ch: Channel, *, include_meters: bool = False) -> rpb.ChannelContext:
-        ctx = rpb.ChannelContext(alert_ids=self.alert_ids(ch))
         slot = self.slot_of.get(ch.key)
-        if slot is not None:
-            ctx.slot = slot.slot
-            if slot.performer is not None:
-                ctx.performer = slot.performer
-            if slot.group is not None:
-                ctx.group = slot.group
         dev = self.devices.get(ch.device_id)
+        fields: dict[str, Any] = {"alert_ids": self.alert_ids(ch)}
+        if slot is not None:
+            fields["slot"] = slot.slot
+            fields["performer"] = slot.performer
+            fields["group"] = slot.group
         if dev is not None:
-            ctx.device_online = dev.online
-            ctx.manufacturer = dev.manufacturer.value
-            if dev.model is not None:
-                ctx.device_model = dev.model
-            if dev.name is not None:
-                ctx.device_name = dev.name
+            fields.update(device_online=dev.online, manufacturer=dev.manufacturer.value, device_model=dev.model,
+                          device_name=dev.name)
         if include_meters:
             m = self.hub.meters(ch.key)
-            if m is not None:
-                ctx.meters.CopyFrom(meters_pb(m))
-        return ctx
+            fields["meters"] = meters_pb(m) if m is not None else None
+        return rpb.ChannelContext(**{k: v for k, v in fields.items() if v is not None})
 
     # ------------------------------------------------------------------ filters
 

@@ -111,20 +111,22 @@ def device_pb(dev: Device) -> rpb.Device:
     return msg
 
 
+def _known(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for a message constructor: unknown (None) values stay unset."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def transmitter_pb(tx: Transmitter) -> rpb.Transmitter:
-    msg = rpb.Transmitter()
-    _set_optional(
-        msg,
-        {
+    return rpb.Transmitter(
+        **_known({
             "present": tx.present, "model": tx.model, "device_name": tx.device_name,
             "battery_bars": tx.battery_bars, "battery_percent": tx.battery_percent,
             "runtime_minutes": tx.runtime_minutes, "battery_type": tx.battery_type,
             "battery_health_percent": tx.battery_health_percent, "battery_cycles": tx.battery_cycles,
             "battery_temp_c": tx.battery_temp_c, "charging": tx.charging, "muted": tx.muted, "lock": tx.lock,
             "rf_power": tx.rf_power,
-        },
+        })
     )
-    return msg
 
 
 def meters_pb(m: Meters) -> rpb.Meters:
@@ -145,22 +147,18 @@ def meters_pb(m: Meters) -> rpb.Meters:
 
 
 def channel_pb(ch: Channel, context: rpb.ChannelContext | None = None) -> rpb.Channel:
-    msg = rpb.Channel(
+    return rpb.Channel(
         device_id=ch.device_id,
         index=ch.index,
         key=ch.key,
-        warnings=list(ch.warnings),
+        warnings=ch.warnings,
         tx=transmitter_pb(ch.tx),
         stale=ch.stale,
+        context=context,
+        **_known({"name": ch.name, "frequency_khz": ch.frequency_khz, "group_channel": ch.group_channel,
+                  "gain_db": ch.gain_db, "muted": ch.muted, "encryption": ch.encryption,
+                  "interference": ch.interference}),
     )
-    _set_optional(
-        msg,
-        {"name": ch.name, "frequency_khz": ch.frequency_khz, "group_channel": ch.group_channel,
-         "gain_db": ch.gain_db, "muted": ch.muted, "encryption": ch.encryption, "interference": ch.interference},
-    )
-    if context is not None:
-        msg.context.CopyFrom(context)
-    return msg
 
 
 def slot_data(slot: Slot) -> dict[str, Any]:

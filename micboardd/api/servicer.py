@@ -49,6 +49,7 @@ class MicboardServicer(WatchMixin, ConfigMixin, ActionMixin, pb_grpc.MicboardSer
         self.epoch = secrets.token_hex(6)
         self._closing = asyncio.Event()
         self._streams: set[Any] = set()
+        self._event_cache: dict[tuple[int, str], pb.Event] = {}
 
     @property
     def hub(self) -> StateHub:

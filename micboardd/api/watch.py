@@ -37,6 +37,7 @@ MIN_PROGRESS_S: Final = 0.1
 DEFAULT_METER_INTERVAL_S: Final = 1.0  # a board repaints levels about once a second
 MIN_METER_INTERVAL_S: Final = 0.1  # no receiver meters faster than 100 ms anyway
 MAX_EVENTS_PER_MESSAGE: Final = 1000  # ~300 KiB per message, far below gRPC's 4 MiB limit
+EVENT_CACHE_SIZE: Final = 20_000  # converted events shared by watchers; a few board-wide changes' worth
 SHUTDOWN_MESSAGE: Final = "the daemon is shutting down; reconnect and resume from your last revision"
 
 
@@ -65,6 +66,7 @@ class WatchMixin:
     epoch: str
     _closing: asyncio.Event
     _streams: set[Any]
+    _event_cache: dict[tuple[int, str], pb.Event]
 
     @property
     def hub(self) -> StateHub:
@@ -205,11 +207,23 @@ class WatchMixin:
             sub.close()
 
     def _change_events(self, changes: Iterable[Change], wanted: Any, board: BoardIndex | None) -> list[pb.Event]:
-        return [
-            self._event(c.kind, c.key, c.after, c.revision, board)
-            for c in changes
-            if wanted(c.kind, c.key)
-        ]
+        if board is not None:  # context is built for this watcher at this moment: not shareable
+            return [self._event(c.kind, c.key, c.after, c.revision, board) for c in changes if wanted(c.kind, c.key)]
+        # Every watcher sees the same changes: convert each once and share the (read-only) message.
+        cache = self._event_cache
+        out: list[pb.Event] = []
+        for c in changes:
+            if not wanted(c.kind, c.key):
+                continue
+            ident = (c.revision, c.key)
+            ev = cache.get(ident)
+            if ev is None:
+                ev = self._event(c.kind, c.key, c.after, c.revision, None)
+                cache[ident] = ev
+                if len(cache) > EVENT_CACHE_SIZE:
+                    del cache[next(iter(cache))]  # oldest first: dicts keep insertion order
+            out.append(ev)
+        return out
 
     # ------------------------------------------------------------------ StreamMeters
 

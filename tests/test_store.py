@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -85,8 +86,6 @@ def device_json(path: Path, device_id: str) -> str:
 
 
 def last_seen_of(path: Path, device_id: str) -> float | None:
-    import json
-
     value = json.loads(device_json(path, device_id))["last_seen"]
     return None if value is None else float(value)
 

@@ -176,7 +176,6 @@ class ShureAdapter(Adapter):
         self._good = 0
         self._bad = 0
         self._last_garbage = -GARBAGE_QUIET_S
-        self._burst_bad = 0
         self._seen_max = 0
         self._enc_mode: str | None = None
         self._inputs: dict[int, dict[str, Any]] = {}
@@ -439,11 +438,9 @@ class ShureAdapter(Adapter):
         now = time.monotonic()
         if now - self._last_garbage > GARBAGE_QUIET_S:
             self.log.warning("skipping bytes that are not a Shure frame (%s): %r", reason, data[:48])
-            self._burst_bad = 0
         else:
             self.log.debug("skipping bad frame (%s): %r", reason, data[:48])
         self._last_garbage = now
-        self._burst_bad += 1
         self._bad += 1
         if self._bad >= GARBAGE_LIMIT:
             total = self._good + self._bad

@@ -625,6 +625,15 @@ def test_meters_layout_errors_raise() -> None:
         sample_meters(V.SampleLayout.SLX, "d", Sample(1, ("1x2", "095", "086")), 0.0)
 
 
+def test_ad_fd_combining_second_rf_section_is_tolerated() -> None:
+    # FD-C appends a second RF section (reference §2.3, layout UNVERIFIED): the first section still decodes.
+    msg = parse_frame(b" SAMPLE 1 ALL 005 031 102 102 BB 31 086 31 065 BX 15 080 00 010 ")
+    assert isinstance(msg, Sample)
+    m = sample_meters(V.SampleLayout.AD, "d", msg, 0.0)
+    assert m.rf_dbm == (-34, -55)
+    assert m.active_antenna == "AB"
+
+
 def test_uhfr_meter_scale_none_reports_no_fake_units() -> None:
     m = meters_uhfr("d", Sample(1, ("XB", "045", "090", "4", "031")), 0.0, scale="none")
     assert m.rf_dbm == (None, None)

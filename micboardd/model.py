@@ -77,6 +77,7 @@ class Device:
     name: str | None = None
     firmware: str | None = None
     serial: str | None = None
+    rf_band: str | None = None  # tuning band as the device names it (Shure RF_BAND, e.g. "G50")
     channel_count: int = 0
     state: ConnState = ConnState.CONNECTING
     error_kind: ErrorKind = ErrorKind.NONE

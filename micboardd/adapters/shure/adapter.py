@@ -149,7 +149,7 @@ class ShureAdapter(Adapter):
         vocab = self._ctx.vocab
         self._meter_fn: Callable[[str, Sample, float], Meters] | None = METER_DECODERS.get(vocab.sample)
         self._model_channels = config.channels or channels_for_model(vocab, config.model) or vocab.default_channels
-        self.rf_band: str | None = None  # Device has no band field; kept here for diagnostics
+        self.rf_band: str | None = None  # also published as Device.rf_band
         self._mute_warned = False  # "answers nothing" is a WARNING once per adapter, then DEBUG
         self._reset_session()
 

@@ -37,6 +37,7 @@ STATUS_EVERY_S: Final = 5.0  # STATUS= and the demo summary refresh; cheap, and 
 DEVICE_STOP_TIMEOUT_S: Final = 5.0  # a supervisor's clean close (metering off) gets this long at shutdown
 METER_SUMMARY_EVERY_S: Final = 60.0  # meters reach SQLite as one min/max row per channel per minute
 API_STOP_GRACE_S: Final = 2.0  # running RPCs get this long to finish at shutdown
+WRITER_START_TIMEOUT_S: Final = 10.0  # the writer subscribes on its first step; anything longer is a fault
 WRITER_STUCK_S: Final = 120.0  # a store writer that has not committed pending work for this long is wedged
 
 
@@ -318,6 +319,10 @@ class Daemon:
                     tg.create_task(self.store.run(self.hub), name="store-writer"),
                     tg.create_task(self.alerts.run(), name="alerts"),
                 ]
+                async with asyncio.timeout(WRITER_START_TIMEOUT_S):  # subscribed: removals below reach SQLite
+                    while not self.store.writer_alive:  # noqa: ASYNC110 - the store exposes a flag, not an event
+                        await asyncio.sleep(0.01)
+                self._forget_unconfigured()
                 for cfg in self.device_configs():
                     self._start_device(cfg)
                 self.set_subsystem("devices", True, f"{len(self.supervisors)} sessions")
@@ -353,6 +358,14 @@ class Daemon:
                 await self.store.close()
             self.stopped.set()
             log.info("micboardd stopped")
+
+    def _forget_unconfigured(self) -> None:
+        """Devices the store remembers but no config names any more must not linger as "stale"."""
+        known = {d.id for d in self.device_configs()}
+        gone = [Remove(Kind.DEVICE, d.device_id) for d in self.hub.all(Kind.DEVICE) if d.device_id not in known]
+        if gone:
+            self.hub.apply(gone)
+            log.info("forgot %d stored device(s) that no config names any more", len(gone))
 
     async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
         log.info("stopping: %s", self.status_line())

@@ -291,3 +291,18 @@ async def test_one_bad_device_never_stops_another(tmp_path: Path, fault: str) ->
                 assert daemon.hub.device(fam).state is ConnState.ONLINE  # type: ignore[union-attr]
             sims["slxd"].fault = FaultMode.NONE
             await until(lambda: all_online(daemon, len(sims)), 40, "faulty device recovered")
+
+
+async def test_devices_removed_from_config_do_not_linger(tmp_path: Path) -> None:
+    async with running_sims(57) as sims:
+        cfg = config_for(tmp_path, sims)
+        async with running_daemon(cfg) as daemon:
+            await until(lambda: all_online(daemon, len(sims)), 15, "online")
+        fewer = config_for(tmp_path, {"ulxd": sims["ulxd"]})
+        async with running_daemon(fewer) as daemon:
+            assert [d.device_id for d in daemon.hub.all(Kind.DEVICE)] == ["ulxd"]
+            assert {c.device_id for c in daemon.hub.all(Kind.CHANNEL)} == {"ulxd"}
+            await daemon.store.flush()
+        db = sqlite3.connect(tmp_path / "m.db")
+        assert [r[0] for r in db.execute("select device_id from devices")] == ["ulxd"]
+        db.close()

@@ -220,7 +220,14 @@ async def test_subprocess_ready_watchdog_and_kill_9_restore(tmp_path: Path) -> N
             # STATUS= refreshes every few seconds; wait for every receiver to be reported online.
             seen += await _read_notify(sock, f"{len(sims)}/{len(sims)} devices online", 20)
             assert any(m.startswith("READY=1") and "STATUS=" in m for m in seen)
-            # An audited runtime change, committed before the kill.
+            # Audited runtime changes over the API, each committed before its call returned.
+            from micboard_client import Client
+
+            async with Client(socket=str(tmp_path / "api.sock")) as mb:
+                await mb.assign(7, "ulxd/1", performer="Kim")
+                await mb.set_show_lock(True)
+                renamed = await mb.rename({"qlxd/1": "HH09"})
+                assert all(r.ok for r in renamed.results), renamed
             db = sqlite3.connect(tmp_path / "m.db", timeout=5)
             rows_before = db.execute("select count(*) from channels").fetchone()[0]
             db.close()
@@ -243,6 +250,13 @@ async def test_subprocess_ready_watchdog_and_kill_9_restore(tmp_path: Path) -> N
             assert all(c.stale for c in chans)
             names = {c.key: c.name for c in chans}
             assert names["ulxd/1"] == sims["ulxd"].channel(1).name.strip()
+            assert names["qlxd/1"] == "HH09"  # the echoed rename was stored
+            slot = daemon.hub.get(Kind.SLOT, "7")
+            assert slot is not None and slot.channel == "ulxd/1" and slot.performer == "Kim"
+            assert daemon.show_lock is True
+            audit = {(e.action, e.target) for e in await daemon.store.audit_log(limit=50)}
+            assert {("SetShowLock", "site"), ("RenameChannel", "qlxd/1")} <= audit, audit
+            assert any(a == "UpdateSlot" or "Slot" in a for a, _ in audit), audit
             for sim in sims.values():
                 await sim.start()  # same address and port
             await until(lambda: all_online(daemon, len(sims)), 30, "reconnected after restore")

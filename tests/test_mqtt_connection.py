@@ -158,3 +158,19 @@ async def test_falls_back_to_mqtt_311_when_v5_is_refused(
             await c.wait_for(lambda: "micboard/main/channels/rack1/1/meter" in c.last)
     finally:
         await proxy.stop()
+
+
+async def test_two_daemons_with_one_site_are_told_apart_in_the_status(
+    make_bridge: Factory, mosquitto: LocalMosquitto  # noqa: F811
+) -> None:
+    first, _ = await make_bridge("dup")
+    details: dict[int, list[str]] = {1: [], 2: []}
+    first.on_subsystem(lambda name, sub: details[1].append(sub.detail) if name == "mqtt" else None)
+    await make_bridge("dup", start=False, setup=lambda d: d.on_subsystem(
+        lambda name, sub: details[2].append(sub.detail) if name == "mqtt" else None))
+    # Each connection takes the other's client id over; both say why instead of flapping silently.
+    async with asyncio.timeout(WAIT_S):
+        while not all(any("another client" in d for d in ds) for ds in details.values()):
+            await asyncio.sleep(0.01)
+    hint = next(d for d in details[1] if "another client" in d)
+    assert "two daemons with the same site" in hint and "micboardd-dup" in hint

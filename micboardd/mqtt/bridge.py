@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import ssl
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,10 +70,13 @@ METER_EXPIRY_S: Final = 5  # MQTT v5 message expiry on meters: a level older tha
 METER_HEARTBEAT_S: Final = 30.0  # meters inside the deadband still go out this often so late subscribers see one
 LINK_QUALITY_DEADBAND: Final = 5  # percent points; finer changes are noise on every family that reports it
 EVENT_BACKLOG: Final = 500  # alert events and command results kept for the broker while it is down
+STABLE_SESSION_S: Final = 10.0  # a connection that lived this long was not flapping
+FLAP_LIMIT: Final = 3  # this many short-lived sessions in a row get an explanation in the status
 MAX_PENDING_COMMANDS: Final = 32  # commands waiting for a device echo at once; more is a flood, refused
 
 _V5_PROTOCOL_REFUSED: Final = frozenset({1, 132})  # 3.1.1 "unacceptable protocol" / v5 "unsupported protocol"
 _AUTH_REFUSED: Final = frozenset({4, 5, 134, 135})  # bad user name or password / not authorized
+_SESSION_TAKEN_OVER: Final = 142  # v5 DISCONNECT: another connection used our client id
 
 
 class BridgeHost(Protocol):
@@ -133,15 +138,25 @@ def _leaf_error(exc: BaseException) -> BaseException:
 
 
 def _rc_value(exc: BaseException) -> int | None:
-    rc = getattr(exc, "rc", None)
-    if isinstance(rc, ReasonCode):
-        return int(rc.value)
-    return rc if isinstance(rc, int) else None
+    """The MQTT return/reason code of an error or of what caused it (a lost connection's DISCONNECT code)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        rc = getattr(seen, "rc", None)
+        if isinstance(rc, ReasonCode):
+            return int(rc.value)
+        if isinstance(rc, int):
+            return rc
+        seen = seen.__cause__
+    return None
 
 
 def _describe(exc: BaseException) -> str:
+    """A short reason for logs and ``STATUS=``: the broker's own words where it gave any."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    cause = exc.__cause__
+    if isinstance(exc, aiomqtt.MqttError) and cause is not None and str(cause):
+        exc = cause
     text = str(exc) or type(exc).__name__
     return text.replace("[Errno 111] ", "")
 
@@ -194,6 +209,7 @@ class MqttBridge:
         self._ha_replay: asyncio.Task[None] | None = None
         self._command_tasks: set[asyncio.Task[Any]] = set()
         self._sub: Subscription | None = None
+        self._session_started = 0.0
 
     # ================================================================== lifecycle
 
@@ -270,7 +286,7 @@ class MqttBridge:
         return f"{self.config.host}:{self.config.port}"
 
     async def _connection_loop(self) -> None:
-        failures = 0
+        failures = flaps = 0
         while not self._stopping:
             was_connected = False
             try:
@@ -299,7 +315,11 @@ class MqttBridge:
                 self.protocol = aiomqtt.ProtocolVersion.V311
                 continue
             if was_connected:
-                failures = 0
+                # A session that lasted is a fresh start; one dropped right after connecting is a flap.
+                if time.monotonic() - self._session_started >= STABLE_SESSION_S:
+                    failures, flaps = 0, 0
+                else:
+                    flaps += 1
             failures += 1
             self.stats.connect_failures += 1
             self.stats.last_error = _describe(err)
@@ -314,6 +334,13 @@ class MqttBridge:
                 log.log(level, "MQTT broker %s %s (%s); retrying in %.1f s", self._where(), what,
                         self.stats.last_error, delay)
             hint = " — check mqtt.username and the password" if auth else ""
+            if rc == _SESSION_TAKEN_OVER or flaps >= FLAP_LIMIT:
+                # Mosquitto 2.0 just closes the older of two connections with one client id, without a reason.
+                hint = (f" — the broker keeps closing the connection; is another client using the id "
+                        f"{self.client_id!r} (two daemons with the same site)?")
+                if rc == _SESSION_TAKEN_OVER or flaps == FLAP_LIMIT:
+                    log.error("MQTT connection to %s keeps being closed right after it is made%s", self._where(),
+                              hint)
             self.daemon.set_subsystem(
                 "mqtt", False, f"broker {self._where()} {self.stats.last_error}{hint}; retrying in {delay:.0f} s"
             )
@@ -334,6 +361,7 @@ class MqttBridge:
         async with asyncio.timeout(CONNECT_TIMEOUT_S + 1.0):
             await client.__aenter__()
         self._client = client
+        self._session_started = time.monotonic()
         self.stats.connects += 1
         self.stats.last_connected_at = time.time()
         self.stats.protocol = "5" if self.protocol is aiomqtt.ProtocolVersion.V5 else "3.1.1"
@@ -514,8 +542,12 @@ class MqttBridge:
             await self._flush(client)
 
     async def _flush(self, client: aiomqtt.Client) -> None:
-        """Publish queued events, every dirty retained topic and pending meters, a window at a time."""
-        while self._events or self._dirty or self._meter_out:
+        """Publish queued events and dirty retained topics first, then meters, a window at a time.
+
+        State changes are checked again between meter windows, so a battery or transmitter change
+        never waits behind a whole site's worth of meter readings.
+        """
+        while True:
             jobs: list[tuple[str, str, bytes]] = [("status" if r else "event", t, p) for t, p, r in self._events]
             self._events.clear()
             dirty, self._dirty = list(self._dirty), {}
@@ -529,8 +561,11 @@ class MqttBridge:
                     self._revision.pop(topic, None)
                     continue
                 jobs.append(("retained", topic, payload))
-            meters, self._meter_out = self._meter_out, {}
-            jobs += [("meter", t, p) for t, p in meters.items()]
+            if not jobs and self._meter_out:
+                topics = list(itertools.islice(self._meter_out, PUBLISH_WINDOW))
+                jobs = [("meter", t, self._meter_out.pop(t)) for t in topics]
+            if not jobs:
+                return
             for i in range(0, len(jobs), PUBLISH_WINDOW):
                 chunk = jobs[i:i + PUBLISH_WINDOW]
                 results = await asyncio.gather(
@@ -543,7 +578,7 @@ class MqttBridge:
     async def _send(self, client: aiomqtt.Client, kind: str, topic: str, payload: bytes) -> None:
         v5 = self.protocol is aiomqtt.ProtocolVersion.V5
         if kind == "meter":
-            props = _expiry_props() if v5 else None
+            props = _EXPIRY_PROPS if v5 else None
             await self._publish(client, topic, payload, qos=0, retain=False, props=props, kind="meter")
             return
         if kind in ("event", "status"):
@@ -795,15 +830,21 @@ class MqttBridge:
     async def _meter_ingest(self, msub: MeterSubscription) -> None:
         interval = self.config.meter_interval_s
         while True:
-            try:
-                async with asyncio.timeout(METER_TICK_S):
-                    batch = await msub.get()
-            except TimeoutError:
-                batch = []
+            if self._meter_pending:  # held-back meters are due soon even if no new ones arrive
+                try:
+                    async with asyncio.timeout(METER_TICK_S):
+                        batch = await msub.get()
+                except TimeoutError:
+                    batch = []
+            else:
+                batch = await msub.get()
             try:
                 self._meter_batch(batch, interval, time.monotonic())
             except Exception:
                 log.exception("could not process a meter batch")
+            # One pass per tick: meanwhile the subscription keeps only the latest reading per channel,
+            # so 400 channels metering at 10 Hz cost 10 passes a second, not 4000.
+            await asyncio.sleep(METER_TICK_S)
 
     def _meter_batch(self, batch: list[Meters], interval: float, now: float) -> None:
         slots: set[int] = set()
@@ -832,8 +873,11 @@ class MqttBridge:
                 continue
             payload = meter_payload(m)
             self._meter_out[topic] = encode(payload)
+            # A channel's first reading is followed by its next one a little later than the interval,
+            # by a fixed per-channel amount: 400 channels then spread over the second, not one burst.
+            phase = 0.0 if track is not None else (zlib.crc32(key.encode()) % 1000) / 1000 * interval / 2
             self._meter_tracks[key] = _MeterTrack(
-                now, m.rf_best_dbm, payload["audio_dbfs"], m.link_quality, m.clip, m.active_antenna
+                now + phase, m.rf_best_dbm, payload["audio_dbfs"], m.link_quality, m.clip, m.active_antenna
             )
             self._wake.set()
 
@@ -867,6 +911,9 @@ def _expiry_props() -> Properties:
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
     props.MessageExpiryInterval = METER_EXPIRY_S
     return props
+
+
+_EXPIRY_PROPS: Final = _expiry_props()  # never mutated: paho only packs it, so every meter shares one
 
 
 def _state_props(revision: int) -> Properties:

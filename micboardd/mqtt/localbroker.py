@@ -62,6 +62,10 @@ class LocalMosquitto:
         self.starts = 0
 
     @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 

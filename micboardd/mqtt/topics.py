@@ -236,7 +236,11 @@ class Topics:
 
 def encode(obj: Any) -> bytes:
     """Compact, deterministic UTF-8 JSON (identical state → identical bytes, so the cache can compare)."""
-    return json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    try:
+        text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a NaN or infinity somewhere: rare, so only then walk the whole object
+        text = json.dumps(_finite(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.encode("utf-8")
 
 
 def _finite(obj: Any) -> Any:

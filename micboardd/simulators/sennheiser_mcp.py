@@ -149,6 +149,7 @@ class McpSim(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._lost: asyncio.Future[None] | None = None
         self._garbage_i = 0
 
     # ================================================================= lifecycle
@@ -164,6 +165,7 @@ class McpSim(asyncio.DatagramProtocol):
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self._port))
         self._transport = transport
         self._port = transport.get_extra_info("sockname")[1]
+        self._lost = loop.create_future()
         self._ticker = loop.create_task(self._tick())
         log.debug("mcp sim %s:%d (%s) started", self.host, self._port, self.model)
 
@@ -181,6 +183,8 @@ class McpSim(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+            if self._lost is not None:
+                await self._lost  # the port is free again only once the socket is really closed
         self._pushes.clear()
 
     async def __aenter__(self) -> McpSim:
@@ -361,6 +365,10 @@ class McpSim(asyncio.DatagramProtocol):
         return [p for p in self._pushes.values() if p.expires > now]
 
     # ================================================================= protocol
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)

@@ -185,6 +185,7 @@ class SSCv1Sim(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._lost: asyncio.Future[None] | None = None
         self._garbage_i = 0
         self._table = self._build_table()
 
@@ -205,6 +206,7 @@ class SSCv1Sim(asyncio.DatagramProtocol):
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self._port))
         self._transport = transport
         self._port = transport.get_extra_info("sockname")[1]
+        self._lost = loop.create_future()
         self._ticker = loop.create_task(self._tick())
         log.debug("sscv1 sim %s:%d (%s) started", self.host, self._port, self.variant)
 
@@ -222,6 +224,8 @@ class SSCv1Sim(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+            if self._lost is not None:
+                await self._lost  # the port is free again only once the socket is really closed
         self._subs.clear()
 
     async def __aenter__(self) -> SSCv1Sim:
@@ -455,6 +459,10 @@ class SSCv1Sim(asyncio.DatagramProtocol):
         return entry[0]()
 
     # ================================================================= protocol
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)  # selector transports lack the base class

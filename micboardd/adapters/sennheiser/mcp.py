@@ -24,6 +24,7 @@ UNVERIFIED), ``kind`` (``"em"``/``"sr"``, default from the model name), ``local_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -427,6 +428,7 @@ class McpAdapter(Adapter):
         self._cycle_ms = self._cycle_for(config.meter_rate_ms)
         self._meters: dict[str, Any] = {}
         self._warnings: tuple[str, ...] = ()
+        self._last_cyclic = 0.0  # loop time of the last cyclic burst
         self.pushes_sent = 0
 
     @property
@@ -453,6 +455,10 @@ class McpAdapter(Adapter):
                     self._endpoint, self._peer = endpoint, peer
                     try:
                         await self._serve()
+                    except asyncio.CancelledError:
+                        with contextlib.suppress(OSError):  # a clean stop: the device stops reporting now
+                            self._send(encode("Push", 0, 0, 0))
+                        raise
                     finally:
                         self._endpoint = self._peer = None
                         self._fail_waiters(RetryableError("session ended"))
@@ -465,6 +471,7 @@ class McpAdapter(Adapter):
         opts = self.options
         self._rx.clear()
         self._config_counter = None
+        self._last_cyclic = asyncio.get_running_loop().time()
         self._push()  # mode > 0: the device dumps its configuration straight away
         for keyword in ("FirmwareRevision", *CONFIG_READS):
             self._send(encode(keyword))
@@ -495,12 +502,18 @@ class McpAdapter(Adapter):
             self._push()
 
     async def _heartbeat_loop(self) -> None:
-        """With no cyclic data (metering off) nothing proves the device is there; read its name when quiet."""
+        """Read the name when the device is quiet (metering off sends nothing by itself); re-push when cyclic
+        bursts stopped although they are due: the device lost the Push (a quick reboot, a lost datagram)."""
         beat = self.options.heartbeat_s
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(beat)
             if self.link.seconds_since_rx() >= beat:
                 self._send(encode("Name"))
+            if self._cycle_ms and loop.time() - self._last_cyclic > max(beat, 3 * self._cycle_ms / 1000):
+                self.log.debug("cyclic bursts stopped; pushing again")
+                self._last_cyclic = loop.time()
+                self._push()
 
     async def _watchdog(self) -> None:
         limit = self.options.silence_timeout_s
@@ -526,6 +539,8 @@ class McpAdapter(Adapter):
             return
         self.log.debug("← %r", data[:200])
         parsed = parse_datagram(data)
+        if any(isinstance(item, ConfigCounter | RfLevel | Battery) for item in parsed.items):
+            self._last_cyclic = asyncio.get_running_loop().time()
         for line, reason in parsed.bad:
             self._malformed(line.encode("latin-1"), reason)
         try:

@@ -600,6 +600,12 @@ D6000: Final = VariantTable(
 
 VARIANTS: Final[Mapping[str, VariantTable]] = {t.name: t for t in (EWDX, SPEECHLINE, EWD, D6000)}
 
+# command → the VariantTable field holding its Control (None there: the family has no such control)
+CONTROL_OF: Final[Mapping[type, str]] = {
+    RenameChannel: "rename", RenameDevice: "rename_device", SetMute: "mute", Identify: "identify",
+    SetFrequency: "frequency", SetGain: "gain",
+}
+
 
 Lookup = Mapping[Path, tuple[PathSpec, int]]
 Element = tuple[Mapping[str, Any], list[Path]]  # one subscription array element: ("#" options, addresses)
@@ -742,6 +748,7 @@ class _Session:
     unsupported: set[Path] = field(default_factory=set)
     renew_now: asyncio.Event = field(default_factory=asyncio.Event)
     subscribed: bool = False
+    last_meter: float = 0.0  # loop time of the last meter value received
 
 
 class SSCv1Adapter(Adapter):
@@ -778,6 +785,9 @@ class SSCv1Adapter(Adapter):
                     session = self._session = _Session(endpoint, peer)
                     try:
                         await self._serve(session)
+                    except asyncio.CancelledError:
+                        self._cancel_subscriptions(session)  # a clean stop leaves the receiver unburdened
+                        raise
                     finally:
                         self._session = None
                         for pending in session.pending.values():
@@ -871,6 +881,8 @@ class SSCv1Adapter(Adapter):
             return
         try:
             await self._request(s, request, self.options.reply_timeout_s)
+            if not s.subscribed:
+                s.last_meter = asyncio.get_running_loop().time()  # meters are due from now on
             s.subscribed = True
         except TimeoutError:
             self.log.warning("subscription not acknowledged within %g s; retrying", self.options.reply_timeout_s)
@@ -889,11 +901,28 @@ class SSCv1Adapter(Adapter):
             await self._subscribe(s, wait=True)
 
     async def _heartbeat_loop(self, s: _Session) -> None:
-        """Ask for the name and the transmitters: proves the device is there and catches TX link changes."""
+        """Ask for the name and the transmitters: proves the device is there and catches TX link changes.
+
+        When meters are subscribed but none came for a while although the device answers, it has lost the
+        subscription (a quick reboot, a lost datagram): subscribe again now rather than at the next renewal.
+        """
+        beat = self.options.heartbeat_s
         while True:
-            await asyncio.sleep(self.options.heartbeat_s)
+            await asyncio.sleep(beat)
             paths = [("device", "name"), *self._paths(s, "tx")]
             self._send(s, get_tree(p for p in paths if p not in s.unsupported))
+            _settings, meters = self._elements(s)
+            if meters and s.subscribed:
+                slowest_s = max(float(opts["max"]) for opts, _paths in meters) / 1000
+                if asyncio.get_running_loop().time() - s.last_meter > max(beat, 3 * slowest_s):
+                    self.log.debug("meter notifications stopped; subscribing again")
+                    s.renew_now.set()
+
+    def _cancel_subscriptions(self, s: _Session) -> None:
+        settings, meters = self._elements(s)
+        if not (settings or meters) or s.endpoint.transport is None or s.endpoint.transport.is_closing():
+            return
+        self._send(s, subscribe_tree([({"cancel": True}, paths) for _opts, paths in settings + meters]))
 
     async def _watchdog(self) -> None:
         limit = self.options.silence_timeout_s
@@ -954,6 +983,8 @@ class SSCv1Adapter(Adapter):
         if s is None or not s.lookup:
             return
         r = interpret(msg, s.lookup, self.options.variant, ConvCtx(self.options.runtime_unit_s), s.channels)
+        if r.meters:
+            s.last_meter = asyncio.get_running_loop().time()
         if r.terminated:
             self.log.info("device ended a subscription (310); renewing")
             s.renew_now.set()
@@ -1011,20 +1042,14 @@ class SSCv1Adapter(Adapter):
     # ----------------------------------------------------------------- commands
 
     def supports(self, command: Command) -> bool:
-        t = self.options.variant
-        if isinstance(command, RenameChannel):
-            return t.rename is not None
-        if isinstance(command, RenameDevice):
-            return t.rename_device is not None
-        if isinstance(command, SetMute):
-            return t.mute is not None
-        if isinstance(command, Identify):
-            return t.identify is not None
-        if isinstance(command, SetFrequency):
-            return t.frequency is not None
-        if isinstance(command, SetGain):
-            return t.gain is not None
-        return isinstance(command, SetMeterRate)
+        if isinstance(command, SetMeterRate):
+            return True
+        try:
+            table = self.options.variant
+        except TerminalError:  # a bad options table supports nothing; run() reports it
+            return False
+        control = CONTROL_OF.get(type(command))
+        return control is not None and getattr(table, control) is not None
 
     async def execute(self, command: Command) -> CommandResult:
         s = self._session

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from micboardd.adapters.base import Supervisor
@@ -169,6 +171,23 @@ async def test_em2_with_full_path_content_location() -> None:
         assert ch(hub, 1).tx.present is True and ch(hub, 2).tx.present is False
 
 
+async def test_no_open_event_falls_back_to_content_location(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    async with simulator(open_event=False) as sim, \
+            supervised(config(sim, options={"open_timeout_s": 0.3})) as (_sup, hub):
+        await up(hub, sim)
+        assert any("using Content-Location" in r.getMessage() for r in caplog.records)
+        sim.rename(1, "HEADER")
+        await wait_until(lambda: ch(hub, 1).name == "HEADER", what="events on the header-named session")
+
+
+async def test_no_content_location_uses_the_open_event() -> None:
+    async with simulator(content_location="none") as sim, supervised(config(sim)) as (_sup, hub):
+        await up(hub, sim)
+        sim.set_battery(1, 42, 200)
+        await wait_until(lambda: ch(hub, 1).tx.battery_percent == 42, what="battery event")
+
+
 # ----------------------------------------------------------------------------- events
 
 
@@ -199,6 +218,19 @@ async def test_transmitter_link_unlink_and_battery_arrive_as_events() -> None:
         sim.rename(3, "LEAD")
         await wait_until(lambda: ch(hub, 3).name == "LEAD", what="rename event")
         assert len(sim.active_sessions) == 1
+
+
+async def test_transmitter_collection_notified_as_a_whole_list() -> None:
+    async with simulator(collection_notify="list") as sim, \
+            supervised(config(sim, options={"heartbeat_s": 30})) as (_sup, hub):
+        await up(hub, sim)
+        sim.tx_unlink(2)
+        await wait_until(lambda: ch(hub, 2).tx.present is False, what="transmitter gone")
+        assert ch(hub, 1).tx.present is True  # the others in the list stay
+        sim.tx_link(4, "EW_D_SKP", gauge=55, lifetime_min=100)
+        await wait_until(lambda: ch(hub, 4).tx.present is True and ch(hub, 4).tx.battery_percent == 55,
+                         what="transmitter linked")
+        assert ch(hub, 4).tx.model == "EW-D SKP"
 
 
 async def test_lively_meters_flow_at_the_configured_rate() -> None:
@@ -378,12 +410,29 @@ async def test_silent_device_goes_offline_then_recovers() -> None:
 async def test_reset_connections_then_recover() -> None:
     async with simulator() as sim, supervised(config(sim)) as (_sup, hub):
         await up(hub, sim)
+        old = sim.active_sessions[0]
         sim.fault.reset = True
         sim.drop_connections()
         await wait_until(lambda: (d := hub.device(DEV)) is not None and d.state is ConnState.OFFLINE,
                          what="offline after resets")
         sim.fault.reset = False
-        await wait_until(lambda: online(hub), what="back online")
+        await wait_until(lambda: online(hub) and sim.active_sessions, what="back online")
+        # the session the failure left behind is deleted before a new one is opened (as Spectera does)
+        assert any(r.method == "DELETE" and r.path.endswith(old) for r in sim.requests)
+
+
+async def test_session_limit_reached_then_freed() -> None:
+    async with simulator(max_sessions=1) as sim:
+        tls = ssl.create_default_context(cafile=sim.ca_file)
+        other = httpx.AsyncClient(base_url=sim.url, verify=tls, auth=("api", "secret"))
+        async with other, other.stream("GET", "/api/ssc/state/subscriptions") as held:  # e.g. a second controller
+            assert held.status_code == 200
+            async with supervised(config(sim)) as (_sup, hub):
+                dev = await wait_until(lambda: (d := hub.device(DEV)) is not None and d.last_error and d,
+                                       what="refused subscription")
+                assert dev.error_kind is ErrorKind.RETRYABLE and "HTTP 429" in (dev.last_error or "")
+                await held.aclose()  # the other controller lets go
+                await up(hub, sim)
 
 
 async def test_slow_replies_within_and_beyond_the_timeout() -> None:

@@ -199,7 +199,9 @@ class SSCv2Sim:
         lively: bool = False,
         serial: str | None = None,
         firmware: str = "4.0.1",
-        content_location: str = "uuid",  # "uuid" (OAS example) or "path" (what DJM insists on)
+        content_location: str = "uuid",  # "uuid" (OAS example), "path" (what DJM insists on) or "none"
+        open_event: bool = True,  # False: the stream starts without the `open` event (not seen; tolerance test)
+        collection_notify: str = "items",  # /api/transmitters changes as per-item paths, or "list": whole list
         max_sessions: int = 4,  # per user; the OAS says "only a limited number" without the number
         session_lifetime_s: float | None = None,  # close a session this long after it opened
         session_idle_s: float | None = None,  # close a session nobody touched (GET/PUT on it) this long
@@ -209,8 +211,10 @@ class SSCv2Sim:
     ) -> None:
         if model not in MODELS:
             raise ValueError(f"unknown model {model!r}; one of {', '.join(MODELS)}")
-        if content_location not in ("uuid", "path"):
-            raise ValueError("content_location must be 'uuid' or 'path'")
+        if content_location not in ("uuid", "path", "none"):
+            raise ValueError("content_location must be 'uuid', 'path' or 'none'")
+        if collection_notify not in ("items", "list"):
+            raise ValueError("collection_notify must be 'items' or 'list'")
         self.host = host
         self.port = port
         self.model = model
@@ -227,6 +231,8 @@ class SSCv2Sim:
         self.serial = serial or f"{1023456789 + seed}"
         self.firmware = firmware
         self.content_location = content_location
+        self.open_event = open_event
+        self.collection_notify = collection_notify
         self.max_sessions = max_sessions
         self.session_lifetime_s = session_lifetime_s
         self.session_idle_s = session_idle_s
@@ -546,7 +552,10 @@ class SSCv2Sim:
     # ------------------------------------------------------------------ notifications
 
     def _changed(self, n: int, *templates: str) -> None:
-        self._notify([t.format(i=n - 1) for t in templates])
+        paths = [t.format(i=n - 1) for t in templates]
+        if self.collection_notify == "list" and "/api/transmitters/{i}" in templates:
+            paths.append("/api/transmitters")
+        self._notify(paths)
 
     def _notify(self, paths: Iterable[str]) -> None:
         changed = list(dict.fromkeys(paths))
@@ -557,13 +566,15 @@ class SSCv2Sim:
             if wanted:
                 self._send(s, self._values(wanted))
 
-    @staticmethod
-    def _wants(s: _Session, path: str) -> bool:
+    def _wants(self, s: _Session, path: str) -> bool:
         if path in s.paths:
             return True
         # Subscribing the /api/transmitters collection notifies per item path (x-sennheiser-sscv2-
-        # subresource in the OAS; Spectera does the same for its collections). UNVERIFIED for EW-DX.
-        return "/api/transmitters" in s.paths and re.fullmatch(r"/api/transmitters/\d+", path) is not None
+        # subresource in the OAS; Spectera does the same for its collections). UNVERIFIED for EW-DX,
+        # so collection_notify="list" sends the whole list under the collection path instead.
+        if "/api/transmitters" in s.paths and re.fullmatch(r"/api/transmitters/\d+", path):
+            return self.collection_notify == "items"
+        return path == "/api/transmitters" and "/api/transmitters" in s.paths
 
     def _values(self, paths: Iterable[str], *, skip_missing: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -818,7 +829,7 @@ class SSCv2Sim:
         # Push current values of what was added (reference §1.4: the Rust simulator does).
         expanded: list[str] = []
         for p in added:
-            if p == "/api/transmitters":
+            if p == "/api/transmitters" and self.collection_notify == "items":
                 expanded += [f"/api/transmitters/{i}" for i, rx in enumerate(self.rx) if rx.tx is not None]
             else:
                 expanded.append(p)
@@ -834,20 +845,22 @@ class SSCv2Sim:
         self._streams.add(s)
         # The client sends nothing more on a stream connection: any read result means it went away.
         gone = asyncio.ensure_future(reader.read(1))
-        location = sid if self.content_location == "uuid" else f"{SUBS}/{sid}"
+        location = {"uuid": sid, "path": f"{SUBS}/{sid}"}.get(self.content_location)
         head = (
             "HTTP/1.1 200 OK\r\n"
             "Content-Type: text/event-stream\r\n"
             "Cache-Control: no-cache\r\n"
-            f"Content-Location: {location}\r\n"
-            "Transfer-Encoding: chunked\r\n"
+            + (f"Content-Location: {location}\r\n" if location else "")
+            + "Transfer-Encoding: chunked\r\n"
             "\r\n"
         )
         try:
             writer.write(head.encode())
             opening = json.dumps({"path": f"{SUBS}/{sid}", "sessionUUID": sid}, separators=(",", ":"))
-            # the open event exactly as the OAS example writes it: no space after the colon
-            await self._chunks(writer, f"event:open\ndata:{opening}\n\n".encode())
+            if self.open_event:  # exactly as the OAS example writes it: no space after the colon
+                await self._chunks(writer, f"event:open\ndata:{opening}\n\n".encode())
+            else:
+                await writer.drain()
             while True:
                 getter = asyncio.ensure_future(s.queue.get())
                 await asyncio.wait({getter, gone}, return_when=asyncio.FIRST_COMPLETED)

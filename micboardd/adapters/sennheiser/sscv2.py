@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import ssl
 import time
@@ -82,6 +83,7 @@ from .sse import (
     SseDecoder,
     SseEvent,
     SseFramingError,
+    classify,
     decode_resource,
     decode_tx_object,
     excerpt,
@@ -160,6 +162,7 @@ class SSCv2Adapter(Adapter):
         self.base_url = f"https://{_url_host(config.host)}:{config.port}"
         self._client: httpx.AsyncClient | None = None
         self._session: str | None = None
+        self._stale_session: str | None = None  # left behind by a failed session; deleted on reconnect
         self._n = 0
         self._ranges: tuple[tuple[int, int, int], ...] = ()
         self._pace = asyncio.Lock()
@@ -200,6 +203,10 @@ class SSCv2Adapter(Adapter):
         try:
             await self._read_device()
             self.link.online()
+            if self._stale_session:
+                # the device allows only a few sessions per user: free the one the last failure left
+                await self._delete_session(self._stale_session)
+                self._stale_session = None
             quick = 0
             while True:
                 started = time.monotonic()
@@ -214,6 +221,7 @@ class SSCv2Adapter(Adapter):
         finally:
             self._session_done()
             if not cancelled:
+                self._stale_session = self._session or self._stale_session
                 self._client = None
                 self._session = None
                 await client.aclose()
@@ -338,7 +346,7 @@ class SSCv2Adapter(Adapter):
         try:
             session = await self._await_open(opened, reader, from_header)
             self._session = session
-            self.link.log.debug("subscription session %s", session)
+            self.log.debug("subscription session %s", session)
             await self._subscribe(session)
             await self._read_all()
             return await self._watch(session, reader)
@@ -423,7 +431,7 @@ class SSCv2Adapter(Adapter):
                 return True
             assert isinstance(parsed, OpenEvent)
             if from_header and from_header != parsed.session:
-                self.link.log.debug("Content-Location %s differs from the open event's %s; using the event",
+                self.log.debug("Content-Location %s differs from the open event's %s; using the event",
                                     from_header, parsed.session)
             opened.set_result(parsed.session)
             return True
@@ -435,8 +443,8 @@ class SSCv2Adapter(Adapter):
         return False
 
     def _handle_event(self, event: SseEvent) -> str | None:
-        if self.link.log.isEnabledFor(10):  # DEBUG: wire dumps only there
-            self.link.log.debug("event %s: %s", event.event, excerpt(event.data, 400))
+        if self.log.isEnabledFor(logging.DEBUG):  # wire dumps only at DEBUG
+            self.log.debug("event %s: %s", event.event, excerpt(event.data, 400))
         try:
             parsed = parse_event(event)
         except EventDataError as exc:
@@ -450,9 +458,9 @@ class SSCv2Adapter(Adapter):
             detail = parsed.detail.strip()
             return "the device closed the subscription" + (f" ({excerpt(detail)})" if detail else "")
         elif isinstance(parsed, OpenEvent):
-            self.link.log.debug("second open event on one stream ignored (%s)", parsed.session)
+            self.log.debug("second open event on one stream ignored (%s)", parsed.session)
         elif isinstance(parsed, OtherEvent):
-            self.link.log.debug("event type %r ignored", parsed.name)
+            self.log.debug("event type %r ignored", parsed.name)
         return None
 
     async def _watch(self, session: str, reader: asyncio.Task[str]) -> str:
@@ -479,9 +487,9 @@ class SSCv2Adapter(Adapter):
                 silent = now - self._last_rx
                 if silent >= self.opt.silence_s:
                     await self._delete_session(session)
-                    level = 10 if self._silence_logged else 20
+                    level = logging.DEBUG if self._silence_logged else logging.INFO  # quiet devices renew often
                     self._silence_logged = True
-                    self.link.log.log(level, "no event for %.0f s; deleted session %s", silent, session)
+                    self.log.log(level, "no event for %.0f s; deleted session %s", silent, session)
                     return f"no event for {silent:.0f} s"
                 if not await self._session_alive(session):
                     return "the device no longer knows the session"
@@ -494,10 +502,13 @@ class SSCv2Adapter(Adapter):
         if resp.status_code != 200:
             return False
         try:
-            listed = {normalize_path(p) for p in resp.json() if isinstance(p, str)}
-        except (ValueError, TypeError):
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, list):
             self.log.warning("session list is not a JSON array: %s", excerpt(resp.text))
             return True
+        listed = {normalize_path(p) for p in body if isinstance(p, str)}
         missing = [p for p in self._paths() if p not in listed]
         if missing:
             self.log.info("device lost %d subscribed paths; adding them again", len(missing))
@@ -512,7 +523,7 @@ class SSCv2Adapter(Adapter):
             async with asyncio.timeout(DELETE_TIMEOUT_S):
                 await client.delete(f"{SUBS}/{session}")
         except (httpx.HTTPError, TimeoutError) as exc:
-            self.link.log.debug("deleting stale session %s failed: %s", session, exc)
+            self.log.debug("deleting stale session %s failed: %s", session, exc)
 
     # ------------------------------------------------------------------ reads
 
@@ -556,8 +567,10 @@ class SSCv2Adapter(Adapter):
         if self._event_gen.get(path, 0) != gen:
             return  # an event for this path arrived while we waited: it is newer than this answer
         found = resp.status_code
-        if found == 422 and path.startswith("/api/transmitters/"):
-            self._apply(path, None)  # "no transmitter linked" (OAS 422)
+        kind = classify(path)
+        if found == 422 and kind is not None and kind[0] in (Res.TX, Res.BATTERY, Res.TX_WARNINGS) and kind[1]:
+            if 1 <= kind[1] <= self._n:
+                self._set_tx_absent(kind[1])  # "Missing property values as no Transmitter is linked" (OAS 422)
         elif found == 404:
             self.log.warning("%s: HTTP 404 (resource missing on this firmware?)", path)
         elif found == 200:
@@ -584,7 +597,7 @@ class SSCv2Adapter(Adapter):
         if d is None:
             return
         if d.index is not None and self._n and not 1 <= d.index <= self._n:
-            self.link.log.debug("%s: channel %d beyond %d ignored", path, d.index, self._n)
+            self.log.debug("%s: channel %d beyond %d ignored", path, d.index, self._n)
             return
         handler = self._HANDLERS.get(d.res)
         if handler is not None:
@@ -634,8 +647,15 @@ class SSCv2Adapter(Adapter):
         linked: Mapping[int, Mapping[str, Any]] = d.extra.get("linked", {})
         for i in range(1, self._n + 1):
             if i in linked:
+                was = self._tx_present.get(i)
                 self._tx_present[i] = True
                 self.link.channel(i, tx=decode_tx_object(linked[i]))
+                if was is False:
+                    self._schedule_recheck(i)  # newly linked: read its battery and warnings
+            elif self._tx_present.get(i):
+                # A list-shaped notification might be partial (UNVERIFIED): confirm by GET before
+                # dropping a transmitter we believe is there.
+                self._schedule_recheck(i)
             else:
                 self._set_tx_absent(i)
 
@@ -789,8 +809,8 @@ class SSCv2Adapter(Adapter):
             finally:
                 self._next_request_at = time.monotonic() + self.opt.request_gap_ms / 1000.0
         self.link.received(len(resp.content))
-        if self.link.log.isEnabledFor(10):
-            self.link.log.debug("%s %s → %d %s", method, path, resp.status_code, excerpt(resp.text, 200))
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("%s %s → %d %s", method, path, resp.status_code, excerpt(resp.text, 200))
         if resp.status_code not in ok:
             self._raise_for_status(resp, method, path)
         return resp
@@ -963,7 +983,13 @@ class SSCv2Adapter(Adapter):
                 self._meter_rate_s = command.rate_ms / 1000.0
             await self._request("PUT", f"{SUBS}/{session}/add", json_body=paths, ok=(200, 400))
         resp = await self._request("GET", f"{SUBS}/{session}")
-        listed = {normalize_path(p) for p in resp.json() if isinstance(p, str)} if resp.content else set()
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, list):
+            raise CommandError(CommandErrorReason.TIMEOUT, f"session list unreadable: {excerpt(resp.text)}")
+        listed = {normalize_path(p) for p in body if isinstance(p, str)}
         subscribed = all(p in listed for p in paths)
         if subscribed != (command.rate_ms > 0):
             raise CommandError(CommandErrorReason.MISMATCH, "device subscription list does not show the change")

@@ -117,7 +117,8 @@ async def start_simulators(
             await mcp.start()
             out.sims.append(mcp)
             out.devices.append(
-                {"id": "ew-g4-1", "family": "mcp", "host": host, "port": mcp.port, "local_port": 53212}
+                {"id": "ew-g4-1", "family": "mcp", "model": "EM 300-500 G4", "host": host, "port": mcp.port,
+                 "local_port": 53212}
             )
         except Exception:
             log.exception("MCP (G3/G4) simulator unavailable; the demo runs without it")
@@ -138,10 +139,15 @@ async def broker_reachable(hostport: str) -> tuple[str, int] | None:
     return host or "127.0.0.1", port
 
 
-def board_lines(daemon: Any, limit: int = 6) -> list[str]:
-    """A few channels as a board would show them, for the demo's log."""
+def board_lines(daemon: Any) -> list[str]:
+    """The first channel of every receiver, as a board would show it, for the demo's log."""
     lines = []
-    for ch in daemon.hub.all(Kind.CHANNEL)[:limit]:
+    seen: set[str] = set()
+    for ch in daemon.hub.all(Kind.CHANNEL):
+        if ch.device_id in seen:
+            continue
+        seen.add(ch.device_id)
+        dev = daemon.hub.device(ch.device_id)
         tx = ch.tx
         if tx.present:
             bars = "?" if tx.battery_bars is None else f"{tx.battery_bars}/5"
@@ -151,9 +157,13 @@ def board_lines(daemon: Any, limit: int = 6) -> list[str]:
             txt = "TX off" if tx.present is False else "TX ?"
         m = daemon.hub.meters(ch.key)
         rf = f"{m.rf_best_dbm:.0f} dBm" if m and m.rf_best_dbm is not None else "- dBm"
-        au = f"{m.audio_rms_dbfs:.0f} dBFS" if m and m.audio_rms_dbfs is not None else "- dBFS"
+        level = None if m is None else (m.audio_rms_dbfs if m.audio_rms_dbfs is not None else m.audio_peak_dbfs)
+        au = f"{level:.0f} dBFS" if level is not None else "- dBFS"
         freq = f"{ch.frequency_khz / 1000:.3f} MHz" if ch.frequency_khz else "-"
-        lines.append(f"  {ch.key:<18} {ch.name or '':<14} {freq:>12}  {txt:<18} {rf:>9} {au:>9}")
+        model = (dev.model if dev else None) or ""
+        lines.append(
+            f"  {model[:12]:<12} {ch.key:<16} {(ch.name or '')[:18]:<18} {freq:>11}  {txt:<20} {rf:>9} {au:>10}"
+        )
     return lines
 
 
@@ -181,8 +191,7 @@ async def run_demo(args: argparse.Namespace) -> None:
     task = asyncio.create_task(daemon.run())
     try:
         await asyncio.wait_for(daemon.ready.wait(), 30)
-        chans = sum(getattr(s, "channel_count", len(getattr(s, "channels", []))) for s in sims.sims)
-        log.info("demo: %d simulated receivers (%d channels), store %s", len(sims.sims), chans, cfg.store_path)
+        log.info("demo: %d simulated receivers of every family, store %s", len(sims.sims), cfg.store_path)
         log.info("demo: try   micboardctl --socket %s channels   (or: watch)", cfg.api.socket)
         if broker:
             log.info("demo: MQTT on %s:%d — try   mosquitto_sub -v -t 'micboard/demo/#'", *broker)
@@ -196,7 +205,7 @@ async def run_demo(args: argparse.Namespace) -> None:
             await asyncio.wait({task}, timeout=wait)
             if task.done():
                 break
-            log.info("demo: %s", daemon.status_line())
+            log.info("demo: %d channels; %s", len(daemon.hub.all(Kind.CHANNEL)), daemon.status_line())
             for line in board_lines(daemon):
                 log.info("%s", line)
             if deadline is not None and time.monotonic() >= deadline:

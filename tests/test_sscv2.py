@@ -467,7 +467,7 @@ async def test_unverified_certificate_is_never_silently_accepted() -> None:
                                what="TLS failure")
         assert dev.error_kind is ErrorKind.TERMINAL
         assert "certificate" in (dev.last_error or "") and "tls_ca_file" in (dev.last_error or "")
-        assert sim.requests == []  # no request, and so no password, ever reached the device
+        assert len(sim.requests) == 0  # no request, and so no password, ever reached the device
 
 
 async def test_insecure_mode_works_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:

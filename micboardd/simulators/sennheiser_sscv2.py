@@ -34,6 +34,7 @@ import struct
 import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ MAX_HEADER_BYTES: Final = 16 * 1024  # a real embedded server would refuse bigge
 MAX_BODY_BYTES: Final = 64 * 1024  # subscription lists and channel PUTs are tiny
 IDLE_KEEPALIVE_S: Final = 30.0  # an idle persistent connection is closed after this, like a small device would
 WRITE_TIMEOUT_S: Final = 5.0  # a client that stops reading its SSE stream loses it
+REQUEST_LOG_MAX: Final = 20_000  # the request log is for tests; a long demo must not grow it forever
 
 SUBS: Final = "/api/ssc/state/subscriptions"
 VENDOR: Final = "Sennheiser electronic SE & Co. KG"
@@ -241,7 +243,7 @@ class SSCv2Sim:
         self.wire_variants = wire_variants
         self.fault = SimFault()
         self.reject_paths: set[str] = set()  # /add answers 400 {"path", "error": 404} for these (older firmware)
-        self.requests: list[SimRequest] = []
+        self.requests: deque[SimRequest] = deque(maxlen=REQUEST_LOG_MAX)
         self.site = {"deviceName": site_name, "location": "", "position": ""}
         self.device_state = "Normal"
         self.device_warnings: list[str] = []
@@ -682,8 +684,8 @@ class SSCv2Sim:
                 keep = await self._request(head, reader, writer)
                 if not keep:
                     return
-        except (ConnectionError, ssl.SSLError, OSError):
-            return
+        except (ConnectionError, ssl.SSLError, OSError, asyncio.IncompleteReadError, TimeoutError):
+            return  # the client went away mid-request or stopped reading
         finally:
             self._conns.discard(writer)
             if task is not None:

@@ -106,6 +106,7 @@ MAX_QUICK_ENDS: Final = 3  # …and this many in a row hand the retry to the sup
 MAX_REJECTED_RETRIES: Final = 8  # drop at most this many refused paths from one /add before giving up
 MAX_PROBE_CHANNELS: Final = 8  # channel probe for unknown products (EW-DX tops out at 4)
 SUBS: Final = SUBSCRIPTIONS_PATH
+SILENCE_REASON: Final = "no event for"
 
 # per-channel resources the subscription carries (reference §1.3 "What micboardd needs")
 CHANNEL_RESOURCES: Final = (Res.CHANNEL, Res.CHANNEL_WARNINGS, Res.FREQUENCY, Res.BATTERY, Res.TX_WARNINGS)
@@ -214,7 +215,10 @@ class SSCv2Adapter(Adapter):
                 quick = quick + 1 if time.monotonic() - started < QUICK_END_S else 0
                 if quick >= MAX_QUICK_ENDS:
                     raise RetryableError(f"subscription keeps ending ({reason})")
-                self.log.info("renewing the subscription: %s", reason)
+                routine = reason.startswith(SILENCE_REASON)  # a quiet device renews every silence_s
+                level = logging.DEBUG if routine and self._silence_logged else logging.INFO
+                self._silence_logged = self._silence_logged or routine
+                self.log.log(level, "renewing the subscription: %s", reason)
         except asyncio.CancelledError:
             cancelled = True  # close() deletes the session with this client, then closes it
             raise
@@ -487,10 +491,7 @@ class SSCv2Adapter(Adapter):
                 silent = now - self._last_rx
                 if silent >= self.opt.silence_s:
                     await self._delete_session(session)
-                    level = logging.DEBUG if self._silence_logged else logging.INFO  # quiet devices renew often
-                    self._silence_logged = True
-                    self.log.log(level, "no event for %.0f s; deleted session %s", silent, session)
-                    return f"no event for {silent:.0f} s"
+                    return f"{SILENCE_REASON} {silent:.0f} s (stale session {session} deleted)"
                 if not await self._session_alive(session):
                     return "the device no longer knows the session"
                 await self._poll_rejected()

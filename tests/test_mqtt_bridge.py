@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from mosquitto import WAIT_S, Collector, mosquitto, retained_snapshot  # noqa: F401 - mosquitto is a fixture
 from test_mqtt_discovery import validate_ha_device_config
@@ -448,3 +449,18 @@ async def test_alert_events_active_list_and_slot_view(make_bridge: Factory, mosq
                          s["audio"] == "silent")
         daemon.hub.apply([Remove(Kind.SLOT, "3")])
         await c.wait_for(lambda: "micboard/main/slots/3/state" not in c.last)
+
+
+async def test_an_unsafe_id_is_refused_with_a_log_line_and_nothing_else_suffers(
+    make_bridge: Factory, mosquitto: LocalMosquitto, caplog: pytest.LogCaptureFixture  # noqa: F811
+) -> None:
+    daemon, bridge = await make_bridge()
+    daemon.hub.apply([DeviceUpdate("Stage Left/#1", {"state": ConnState.ONLINE}),
+                      ChannelUpdate("Stage Left/#1", 1, {"name": "X"})])
+    rack(daemon, "rack1", 1)
+    await wait_synced(bridge)
+    snap = await retained_snapshot(mosquitto, ["#"])
+    assert "micboard/main/channels/rack1/1/state" in snap
+    assert not [t for t in snap if "Stage" in t or "#" in t]
+    assert bridge.stats.refused_ids == 2
+    assert "Stage Left/#1: not published on MQTT" in caplog.text

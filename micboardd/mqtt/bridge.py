@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import ssl
@@ -655,19 +656,22 @@ class MqttBridge:
     # ------------------------------------------------------------------ hub → desired
 
     def _load_all(self) -> None:
-        self._rebuild_slot_index()
-        for dev in self._hub.all(Kind.DEVICE):
-            self._device(dev, self._hub.revision)
-        for ch in self._hub.all(Kind.CHANNEL):
-            self._channel(ch, self._hub.revision)
-        for slot in self._hub.all(Kind.SLOT):
-            self._slot(slot, self._hub.revision)
-        self._alerts_active()
+        """Everything the hub holds now, as if each entity had just been created."""
+        rev = self._hub.revision
+        self.apply_changes(Change(rev, kind, e.key, None, e) for kind in Kind for e in self._hub.all(kind)
+                           if kind is not Kind.ALERT)
+        self._guarded("the active alert list", self._alerts_active)
+
+    def _guarded(self, what: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:  # a bug for one entity must not stop the bridge (or take the daemon down)
+            log.exception("could not publish %s", what)
 
     async def _ingest(self, sub: Subscription) -> None:
         while True:
             batch = await sub.get()
-            self.apply_changes(batch)
+            self._guarded("a batch of changes", functools.partial(self.apply_changes, batch))
             await asyncio.sleep(0)  # let the publisher run between large batches
 
     def apply_changes(self, batch: Iterable[Change]) -> None:
@@ -688,11 +692,11 @@ class MqttBridge:
             except Exception:  # one entity's bad data must not stop the others being published
                 log.exception("%s: could not publish a %s change", change.key, change.kind.value)
         if alerts_changed:
-            self._alerts_active()
+            self._guarded("the active alert list", self._alerts_active)
         for n in sorted(slots_touched):
             slot = self._hub.get(Kind.SLOT, str(n))
             if slot is not None:
-                self._slot(slot, self._hub.revision)
+                self._guarded(f"slot {n}", functools.partial(self._slot, slot, self._hub.revision))
 
     def _device_change(self, change: Change, slots: set[int]) -> None:
         if change.after is None:

@@ -233,6 +233,19 @@ async def test_transmitter_collection_notified_as_a_whole_list() -> None:
         assert ch(hub, 4).tx.model == "EW-D SKP"
 
 
+async def test_busy_device_is_degraded_until_normal(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with simulator() as sim, supervised(config(sim)) as (_sup, hub):
+        await up(hub, sim)
+        sim.set_state("FirmwareUpdate", ["FanFailure"])
+        dev = await wait_until(lambda: (d := hub.device(DEV)) is not None and d.state is ConnState.DEGRADED and d,
+                               what="degraded")
+        assert dev.last_error == "device is updating firmware"
+        assert any("device warnings: fan_failure" in r.getMessage() for r in caplog.records)
+        sim.set_state("Normal")
+        await wait_until(lambda: online(hub), what="online again")
+
+
 async def test_lively_meters_flow_at_the_configured_rate() -> None:
     async with simulator(lively=True, meter_interval_s=0.05) as sim, \
             supervised(config(sim, meter_rate_ms=100)) as (_sup, hub):

@@ -411,6 +411,12 @@ class SSCv2Sim:
         rx.level = rx.level if level is None else level
         self._changed(n, *self._meter_templates(), "/api/channel/{i}/warnings")
 
+    def set_state(self, state: str, warnings: Iterable[str] = ()) -> None:
+        """Device state ("Normal", "Identifying", "FirmwareUpdate", "Busy") and device warnings, notified."""
+        self.device_state = state
+        self.device_warnings = list(warnings)
+        self._notify(["/api/device/state"])
+
     def set_password(self, password: str) -> None:
         """Change the ``api`` user's password (as re-enabling third-party access would)."""
         self.password = password

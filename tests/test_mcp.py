@@ -2,7 +2,7 @@
 
 The adapter's shared socket is bound to a free local port standing in for 53212 (``local_port``), and each
 simulator answers only that source port, as the devices do. Short timeouts come from ``[devices.options]``
-keys (documented in ``micboardd/adapters/sennheiser/mcp.py``): ``push_timeout_s``, ``reply_timeout_s``,
+keys (documented in ``micboardd/adapters/sennheiser/mcp/__init__.py``): ``push_timeout_s``, ``reply_timeout_s``,
 ``heartbeat_s``, ``silence_timeout_s``.
 """
 

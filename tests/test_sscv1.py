@@ -1,6 +1,6 @@
 """SSCv1: the sans-IO codec and family tables from wire samples, and the adapter against its simulator over UDP.
 
-Short timeouts come from ``[devices.options]`` keys (documented in ``micboardd/adapters/sennheiser/sscv1.py``):
+Short timeouts come from ``[devices.options]`` keys (documented in ``micboardd/adapters/sennheiser/sscv1/__init__.py``):
 ``reply_timeout_s``, ``heartbeat_s``, ``silence_timeout_s``, ``lifetime_s``.
 """
 

@@ -174,3 +174,33 @@ async def test_two_daemons_with_one_site_are_told_apart_in_the_status(
             await asyncio.sleep(0.01)
     hint = next(d for d in details[1] if "another client" in d)
     assert "two daemons with the same site" in hint and "micboardd-dup" in hint
+
+
+async def test_a_broker_that_never_answers_times_out_and_leaves_no_session(make_bridge: Factory) -> None:  # noqa: F811
+    """A TCP listener that accepts and then says nothing (a hung broker, a wrong port behind a firewall)."""
+    opened: list[asyncio.StreamReader] = []
+    closed = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.append(reader)
+        with contextlib.suppress(OSError):
+            while await reader.read(1024):
+                pass  # swallow the CONNECT, never answer
+        closed.set()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(silent, "127.0.0.1", port)
+    try:
+        hole = LocalMosquitto.__new__(LocalMosquitto)
+        hole.host, hole.port = "127.0.0.1", port
+        daemon, bridge = await make_bridge(broker=hole, start=False)
+        bridge.connect_timeout_s = 0.3
+        async with asyncio.timeout(WAIT_S):
+            while "timed out" not in daemon.subsystems["mqtt"].detail:
+                await asyncio.sleep(0.01)
+            await closed.wait()  # the half-open attempt was closed by us, not left to linger
+        assert daemon.subsystems["mqtt"].ok is False and bridge.stats.connects == 0
+        assert opened
+    finally:
+        server.close()

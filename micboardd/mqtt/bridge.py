@@ -176,6 +176,7 @@ class MqttBridge:
         self.stats = BridgeStats()
         # Tunables that tests and benches shorten; the defaults are the named constants above.
         self.scan_timeout_s = SCAN_TIMEOUT_S
+        self.connect_timeout_s = CONNECT_TIMEOUT_S
         self.ha_birth_delay_s = HA_BIRTH_DELAY_S
         self.backoff_base_s = BACKOFF_BASE_S
         self.backoff_cap_s = BACKOFF_CAP_S
@@ -196,7 +197,6 @@ class MqttBridge:
         self._meter_tracks: dict[str, _MeterTrack] = {}
         self._levels: dict[str, tuple[str | None, str | None]] = {}
         self._slots_by_channel: dict[str, set[int]] = {}
-        self._slot_channel: dict[int, str | None] = {}
         self._refused: set[str] = set()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -211,6 +211,7 @@ class MqttBridge:
         self._command_tasks: set[asyncio.Task[Any]] = set()
         self._sub: Subscription | None = None
         self._session_started = 0.0
+        self._inflight = 0  # retained publishes sent but not yet acknowledged
 
     # ================================================================== lifecycle
 
@@ -232,7 +233,7 @@ class MqttBridge:
         finally:
             sub.close()
             msub.close()
-            for t in list(self._command_tasks):
+            for t in [*self._command_tasks, *([self._ha_replay] if self._ha_replay else [])]:
                 t.cancel()
 
     def in_sync(self) -> bool:
@@ -242,6 +243,7 @@ class MqttBridge:
             and (self._sub is None or self._sub.pending == 0)
             and not self._dirty
             and not self._events
+            and self._inflight == 0
             and all(self._sent.get(t) == p for t, p in self._desired.items())
         )
 
@@ -359,8 +361,12 @@ class MqttBridge:
     async def _session(self) -> bool:
         """One broker connection, from CONNECT to its end; raises when it ends (returns only when stopping)."""
         client = self._make_client()
-        async with asyncio.timeout(CONNECT_TIMEOUT_S + 1.0):
-            await client.__aenter__()
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                await client.__aenter__()
+        except (TimeoutError, asyncio.CancelledError):
+            _abandon(client)
+            raise
         self._client = client
         self._session_started = time.monotonic()
         self.stats.connects += 1
@@ -588,13 +594,18 @@ class MqttBridge:
         # Retained: mark as sent before awaiting, so a change arriving meanwhile is seen as different.
         old = self._sent.get(topic)
         self._sent[topic] = payload
-        if payload and old and topic.startswith(self.topics.discovery_prefix + "/"):
-            interim = components_removed(old, _loads(payload))
-            if interim is not None:
-                await self._publish(client, topic, encode(interim), qos=1, retain=True, props=None, kind="discovery")
         rev = self._revision.get(topic)
         props = _state_props(rev) if v5 and rev is not None and payload else None
-        await self._publish(client, topic, payload, qos=1, retain=True, props=props, kind="retained")
+        self._inflight += 1
+        try:
+            if payload and old and topic.startswith(self.topics.discovery_prefix + "/"):
+                interim = components_removed(old, _loads(payload))
+                if interim is not None:
+                    await self._publish(client, topic, encode(interim), qos=1, retain=True, props=None,
+                                        kind="discovery")
+            await self._publish(client, topic, payload, qos=1, retain=True, props=props, kind="retained")
+        finally:
+            self._inflight -= 1
         if not payload and self._desired.get(topic) == b"":
             self._desired.pop(topic, None)
             self._sent.pop(topic, None)
@@ -801,13 +812,10 @@ class MqttBridge:
 
     def _rebuild_slot_index(self) -> None:
         by_channel: dict[str, set[int]] = {}
-        slot_channel: dict[int, str | None] = {}
         for slot in self._hub.all(Kind.SLOT):
-            slot_channel[slot.slot] = slot.channel
             if slot.channel:
                 by_channel.setdefault(slot.channel, set()).add(slot.slot)
         self._slots_by_channel = by_channel
-        self._slot_channel = slot_channel
 
     def _slot(self, slot: Slot, revision: int) -> None:
         try:
@@ -902,6 +910,20 @@ def _meter_due(track: _MeterTrack | None, m: Meters, now: float, deadband: float
         return True
     return m.link_quality is not None and track.link is not None and abs(m.link_quality - track.link) >= \
         LINK_QUALITY_DEADBAND
+
+
+def _abandon(client: aiomqtt.Client) -> None:
+    """Close a connection attempt that timed out before CONNACK.
+
+    aiomqtt 2.5 leaves that socket open (its connect future is cancelled, so its disconnect path
+    stops early): a broker that answers late would then hold a second session of ours, with our
+    will, and every hung attempt would leak a socket. paho's own close is the only way in.
+    """
+    paho = getattr(client, "_client", None)
+    close = getattr(paho, "_sock_close", None)
+    if callable(close):
+        with contextlib.suppress(Exception):
+            close()
 
 
 def _loads(payload: bytes) -> dict[str, Any]:

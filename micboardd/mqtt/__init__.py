@@ -1,1 +1,36 @@
-"""MQTT bridge with Home Assistant discovery."""
+"""MQTT bridge with Home Assistant discovery.
+
+Modules: ``bridge`` (broker connection, retained-state sync, meters, HA replay), ``topics`` (topic
+layout and JSON payloads, pure), ``discovery`` (HA device-based discovery payloads, pure),
+``commands`` (``…/set`` intake through the action layer), ``localbroker`` (a private Mosquitto for
+tests, benches and demos), ``bench`` (``micboardd bench mqtt``).
+
+Topics under ``<base>`` (default ``micboard/<site>``); ids only ever ``[a-z0-9_-]``:
+
+===========================================  ========  ==================================================
+topic                                        retained  payload
+===========================================  ========  ==================================================
+``status``                                   yes       ``online`` / ``offline`` (LWT, qos 1)
+``devices/<id>/availability``                yes       ``online`` / ``offline``
+``devices/<id>/state``                       yes       device JSON
+``channels/<id>/<n>/state``                  yes       channel + transmitter JSON, ``tx_state``,
+                                                       ``battery_low``; no meters; ``null`` = unknown
+``channels/<id>/<n>/<attr>``                 yes       flat values when ``mqtt.flat_topics`` (name,
+                                                       frequency_mhz, tx_state, battery_percent, …)
+``channels/<id>/<n>/meter``                  no        meters JSON, ≤ 1/``meter_interval_s``, deadband,
+                                                       v5 message expiry 5 s
+``slots/<n>/state``                          yes       performer, channel, battery, rf/audio summary,
+                                                       alerts
+``alerts``                                   no        ``{"event": raised|updated|acknowledged|cleared|
+                                                       removed, "alert": {…}}``
+``alerts/active``                            yes       list of live alerts
+``errors`` / ``results``                     no        refused or failed commands / command outcomes
+``bridge/sync``                              no        the bridge's own marker at each (re)connect
+``devices/<id>[/<attr>]/set``                —         identify, name (commands only when enabled)
+``channels/<id>/<n>[/<attr>]/set``           —         identify, name, muted, gain_db,
+                                                       frequency_khz|mhz, group_channel, or a JSON object
+===========================================  ========  ==================================================
+
+Home Assistant: ``<prefix>/device/micboardd_<site>/rx_<id>/config`` per receiver and
+``<prefix>/device/micboardd_<site>/ch<n>_<id>/config`` per channel (``via_device`` its receiver).
+"""

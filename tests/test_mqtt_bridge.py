@@ -66,7 +66,7 @@ async def make_bridge(mosquitto: LocalMosquitto, tmp_path: Path) -> AsyncIterato
         if start:
             async with asyncio.timeout(WAIT_S):
                 await bridge.connected.wait()
-                while not bridge._online:
+                while not bridge.mirror.online:
                     await asyncio.sleep(0.01)
         return daemon, bridge
 
@@ -206,7 +206,7 @@ async def test_broker_outage_ends_with_every_retained_topic_correct(
     rack(daemon, "rack3", 1)
     await mosquitto.start()  # same port
     async with asyncio.timeout(WAIT_S):
-        while not (bridge._online and daemon.subsystems["mqtt"].ok):
+        while not (bridge.mirror.online and daemon.subsystems["mqtt"].ok):
             await asyncio.sleep(0.01)
     await wait_synced(bridge)
     after = await retained_snapshot(mosquitto, ["#"])

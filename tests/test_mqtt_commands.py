@@ -101,7 +101,7 @@ async def test_identify_from_the_home_assistant_button(make_bridge: Factory, mos
     daemon, bridge = await make_bridge(commands={"enabled": True})
     adapter = with_device(daemon)
     await wait_synced(bridge)
-    disc = json.loads(bridge._desired["homeassistant/device/micboardd_main/ch2_rack1/config"])
+    disc = json.loads(bridge.mirror.desired["homeassistant/device/micboardd_main/ch2_rack1/config"])
     button = disc["cmps"]["identify"]
     async with Collector(mosquitto, [ERRORS, RESULTS]) as c:
         await c.publish(button["cmd_t"], button["pl_prs"])
@@ -174,7 +174,7 @@ async def test_bad_commands_become_error_events_and_never_stop_the_bridge(
         adapter.fail = None
         result = await send(c, "channels/rack1/1/identify/set", b"", expect=RESULTS)
         assert result["ok"] is True
-    assert bridge._online
+    assert bridge.mirror.online
 
 
 async def test_a_retained_command_is_never_acted_on(make_bridge: Factory, mosquitto: LocalMosquitto) -> None:  # noqa: F811

@@ -9,8 +9,8 @@ import pytest
 from micboardd.commands import Identify, RenameChannel, RenameDevice, SetFrequency, SetGain, SetGroupChannel, SetMute
 from micboardd.config import parse_config
 from micboardd.model import Alert, AlertState, Channel, ConnState, Device, Meters, Severity, Slot, Transmitter
-from micboardd.mqtt.bridge import METER_HEARTBEAT_S, _meter_due, _MeterTrack
 from micboardd.mqtt.commands import CommandRejectedError, parse_command
+from micboardd.mqtt.mirror import METER_HEARTBEAT_S, _MeterTrack, meter_due
 from micboardd.mqtt.topics import (
     TopicError,
     Topics,
@@ -189,16 +189,16 @@ def test_alert_events_name_the_transition() -> None:
 
 def test_meters_go_out_only_past_the_deadband_or_on_heartbeat() -> None:
     m = Meters("r", 1, rf_dbm=(-60.0,), audio_peak_dbfs=-20.0, link_quality=90)
-    assert _meter_due(None, m, 0.0, 3.0)
+    assert meter_due(None, m, 0.0, 3.0)
     track = _MeterTrack(0.0, -60.0, -20.0, 90, False, None)
-    assert not _meter_due(track, Meters("r", 1, rf_dbm=(-61.0,), audio_peak_dbfs=-21.0, link_quality=92), 2.0, 3.0)
-    assert _meter_due(track, Meters("r", 1, rf_dbm=(-64.0,), audio_peak_dbfs=-20.0, link_quality=90), 2.0, 3.0)
-    assert _meter_due(track, Meters("r", 1, rf_dbm=(-60.0,), audio_peak_dbfs=-10.0, link_quality=90), 2.0, 3.0)
-    assert _meter_due(track, Meters("r", 1, rf_dbm=(), audio_peak_dbfs=-20.0, link_quality=90), 2.0, 3.0)
-    assert _meter_due(track, Meters("r", 1, rf_dbm=(-60.0,), audio_peak_dbfs=-20.0, link_quality=90, clip=True),
+    assert not meter_due(track, Meters("r", 1, rf_dbm=(-61.0,), audio_peak_dbfs=-21.0, link_quality=92), 2.0, 3.0)
+    assert meter_due(track, Meters("r", 1, rf_dbm=(-64.0,), audio_peak_dbfs=-20.0, link_quality=90), 2.0, 3.0)
+    assert meter_due(track, Meters("r", 1, rf_dbm=(-60.0,), audio_peak_dbfs=-10.0, link_quality=90), 2.0, 3.0)
+    assert meter_due(track, Meters("r", 1, rf_dbm=(), audio_peak_dbfs=-20.0, link_quality=90), 2.0, 3.0)
+    assert meter_due(track, Meters("r", 1, rf_dbm=(-60.0,), audio_peak_dbfs=-20.0, link_quality=90, clip=True),
                       2.0, 3.0)
-    assert _meter_due(track, Meters("r", 1, rf_dbm=(-60.0,), audio_peak_dbfs=-20.0, link_quality=70), 2.0, 3.0)
-    assert _meter_due(track, m, METER_HEARTBEAT_S + 0.1, 3.0)
+    assert meter_due(track, Meters("r", 1, rf_dbm=(-60.0,), audio_peak_dbfs=-20.0, link_quality=70), 2.0, 3.0)
+    assert meter_due(track, m, METER_HEARTBEAT_S + 0.1, 3.0)
 
 
 # ---------------------------------------------------------------------------------------------- commands

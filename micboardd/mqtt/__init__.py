@@ -1,6 +1,7 @@
 """MQTT bridge with Home Assistant discovery.
 
-Modules: ``bridge`` (broker connection, retained-state sync, meters, HA replay), ``topics`` (topic
+Modules: ``bridge`` (broker connection, read-back and publishing, HA replay), ``mirror`` (hub → the
+retained topics, events and throttled meters wanted on the broker; no I/O), ``topics`` (topic
 layout and JSON payloads, pure), ``discovery`` (HA device-based discovery payloads, pure),
 ``commands`` (``…/set`` intake through the action layer), ``localbroker`` (a private Mosquitto for
 tests, benches and demos), ``bench`` (``micboardd bench mqtt``).

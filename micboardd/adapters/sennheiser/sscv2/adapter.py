@@ -43,7 +43,7 @@ from typing import Any, ClassVar, Final
 import httpx
 from httpx_sse import aconnect_sse
 
-from ...commands import (
+from ....commands import (
     ECHO_TIMEOUT_S,
     Command,
     CommandError,
@@ -56,9 +56,9 @@ from ...commands import (
     SetMeterRate,
     SetMute,
 )
-from ...config import DeviceConfig
-from ...model import TX_ABSENT, Manufacturer, Meters
-from ..base import (
+from ....config import DeviceConfig
+from ....model import TX_ABSENT, Manufacturer, Meters
+from ...base import (
     Adapter,
     AuthError,
     DeviceError,
@@ -68,7 +68,7 @@ from ..base import (
     TerminalError,
     describe_os_error,
 )
-from .sse import (
+from ..sse import (
     METER_RESOURCES,
     PRODUCTS,
     SUBSCRIPTIONS_PATH,

@@ -9,25 +9,27 @@ from typing import Any
 
 import pytest
 
+from micboardd.adapters.sennheiser.sscv2 import (
+    Res,
+    ResourceError,
+    battery_bars,
+    classify,
+    decode_resource,
+    resource_path,
+    warning_word,
+)
 from micboardd.adapters.sennheiser.sse import (
     CloseEvent,
     DataEvent,
     EventDataError,
     OpenEvent,
     OtherEvent,
-    Res,
-    ResourceError,
     SseDecoder,
     SseEvent,
     SseFramingError,
-    battery_bars,
-    classify,
-    decode_resource,
     normalize_path,
     parse_event,
-    resource_path,
     session_from_location,
-    warning_word,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sennheiser"

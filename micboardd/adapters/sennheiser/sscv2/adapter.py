@@ -69,29 +69,22 @@ from ...base import (
     describe_os_error,
 )
 from ..sse import (
-    METER_RESOURCES,
-    PRODUCTS,
     SUBSCRIPTIONS_PATH,
     CloseEvent,
     DataEvent,
-    Decoded,
     EventDataError,
     OpenEvent,
     OtherEvent,
-    Res,
-    ResourceError,
     SseDecoder,
     SseEvent,
     SseFramingError,
-    classify,
-    decode_resource,
-    decode_tx_object,
     excerpt,
     normalize_path,
     parse_event,
-    resource_path,
     session_from_location,
 )
+from .decode import PRODUCTS, Decoded, ResourceError, decode_resource, decode_tx_object
+from .resources import METER_RESOURCES, Res, classify, resource_path
 
 DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0  # an EM answers a GET in tens of ms; 5 s covers a busy TLS stack
 DEFAULT_OPEN_TIMEOUT_S: Final = 15.0  # the Spectera client waits 15 s for the `open` event

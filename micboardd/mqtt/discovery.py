@@ -20,7 +20,6 @@ from ..model import Channel, ConnState, Device, Manufacturer
 from .topics import TX_STATES, Topics
 
 ORIGIN_NAME: Final = "micboardd"
-ORIGIN_URL: Final = "https://github.com/micboardd/micboardd"
 STATE_QOS: Final = 1  # retained state is published at QoS 1; HA subscribes at the same level
 METER_QOS: Final = 0  # meters are lossy by design
 NAME_MAX: Final = 64  # what the action layer accepts; each model's own limit is checked by its adapter
@@ -50,7 +49,8 @@ def channel_identifier(site: str, device_id: str, index: int) -> str:
 
 
 def _origin(ctx: DiscoveryContext) -> dict[str, Any]:
-    return {"name": ORIGIN_NAME, "sw": ctx.version, "url": ORIGIN_URL}
+    # No support URL until the project has a public home: HA would show a dead link in its logs.
+    return {"name": ORIGIN_NAME, "sw": ctx.version}
 
 
 def _availability(ctx: DiscoveryContext, device_id: str) -> list[dict[str, Any]]:

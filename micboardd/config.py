@@ -149,7 +149,6 @@ class MqttConfig:
 class AlertDefaults:
     low_battery_bars: int = 1
     low_runtime_minutes: int = 30
-    rf_dropout_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,11 +272,10 @@ def parse_config(data: Mapping[str, Any], *, source: str = "", base_dir: Path | 
     mqtt = _parse_mqtt(r, r.table(data, "mqtt", ""))
 
     alerts_t = r.table(data, "alerts", "")
-    r.unknown(alerts_t, {"low_battery_bars", "low_runtime_minutes", "rf_dropout_s"}, "alerts.")
+    r.unknown(alerts_t, {"low_battery_bars", "low_runtime_minutes"}, "alerts.")
     alerts = AlertDefaults(
         low_battery_bars=r.get(alerts_t, "low_battery_bars", int, 1, "alerts."),
         low_runtime_minutes=r.get(alerts_t, "low_runtime_minutes", int, 30, "alerts."),
-        rf_dropout_s=r.get(alerts_t, "rf_dropout_s", float, 2.0, "alerts."),
     )
 
     devices_raw = data.get("devices", [])

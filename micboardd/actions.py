@@ -189,18 +189,27 @@ class ActionRunner:
             target, field = command_target(device_id, command)
             after = _new_value(command)
             before = self._current(target, field)
-            sup = sups.get(device_id)
+            sup = self._supervisor_for(device_id, sups)
             reason = validate(command)
             if sup is None:
                 reason = reason or f"unknown device {device_id!r}"
             elif not reason and "/" in target and self._hub.get(Kind.CHANNEL, target) is None:
                 reason = f"unknown channel {target!r}"
-            elif not reason and not sup.supports(command):
+            elif not reason and not sup.supports(command, device_id):
                 snap = sup.snapshot()
                 model = (snap.model if snap is not None else None) or sup.config.family
                 reason = f"{model} has no {type(command).__name__} control"
             steps.append(Step(device_id, command, target, field, before, after, runnable=not reason, reason=reason))
         return steps
+
+    def _supervisor_for(self, device_id: str, sups: Mapping[str, Supervisor]) -> Supervisor | None:
+        """The supervisor whose session reaches the device: its own, or its parent's (middleware)."""
+        sup = sups.get(device_id)
+        if sup is None:
+            dev = self._hub.device(device_id)
+            if dev is not None and dev.parent:
+                sup = sups.get(dev.parent)
+        return sup
 
     def _current(self, target: str, field: str) -> Any:
         if "/" in target:
@@ -264,11 +273,11 @@ class ActionRunner:
         return list(await asyncio.gather(*(one(s) for s in steps)))
 
     async def _execute(self, step: Step) -> StepResult:
-        sup = self._supervisors().get(step.device_id)
+        sup = self._supervisor_for(step.device_id, self._supervisors())
         if sup is None:
             return StepResult(step, False, CommandErrorReason.OFFLINE, "device was removed")
         try:
-            res = await sup.execute(step.command)
+            res = await sup.execute(step.command, step.device_id)
         except CommandError as exc:
             return StepResult(step, False, exc.reason, exc.detail)
         except Exception as exc:  # an adapter bug fails this target only

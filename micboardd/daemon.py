@@ -241,7 +241,8 @@ class Daemon:
                 async with asyncio.timeout(DEVICE_STOP_TIMEOUT_S):
                     await task
         if remove:
-            self.hub.apply_one(Remove(Kind.DEVICE, device_id))
+            children = [d.device_id for d in self.hub.all(Kind.DEVICE) if d.parent == device_id]
+            self.hub.apply([Remove(Kind.DEVICE, d) for d in [*children, device_id]])
 
     async def reload(self) -> bool:
         """Re-read the config file (SIGHUP): restart only the devices whose config changed."""
@@ -366,7 +367,11 @@ class Daemon:
     def _forget_unconfigured(self) -> None:
         """Devices the store remembers but no config names any more must not linger as "stale"."""
         known = {d.id for d in self.device_configs()}
-        gone = [Remove(Kind.DEVICE, d.device_id) for d in self.hub.all(Kind.DEVICE) if d.device_id not in known]
+        gone = [
+            Remove(Kind.DEVICE, d.device_id)
+            for d in self.hub.all(Kind.DEVICE)
+            if d.device_id not in known and (d.parent is None or d.parent not in known)
+        ]
         if gone:
             self.hub.apply(gone)
             log.info("forgot %d stored device(s) that no config names any more", len(gone))

@@ -84,6 +84,7 @@ class Device:
     last_error: str | None = None
     last_seen: float | None = None  # unix seconds of the last byte received
     stale: bool = False  # restored from the store; not yet confirmed by the device
+    parent: str | None = None  # reached through this device (e.g. a Shure System API server), not directly
 
     @property
     def online(self) -> bool:

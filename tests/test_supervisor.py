@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from micboardd.adapters.base import Adapter, AuthError, DeviceLink, RetryableError, Supervisor
+from micboardd.commands import Command, CommandErrorReason, CommandResult, RenameChannel
 from micboardd.config import DeviceConfig
 from micboardd.hub import StateHub
 from micboardd.model import ConnState, ErrorKind, Kind
@@ -174,3 +175,58 @@ async def test_a_crashing_adapter_is_contained(caplog: pytest.LogCaptureFixture)
     assert dev is not None and dev.error_kind is ErrorKind.PROTOCOL and "bug in adapter" in (dev.last_error or "")
     assert any("adapter crashed" in r.getMessage() for r in caplog.records)
     assert hub.all(Kind.DEVICE)[0].device_id == "rx1"
+
+
+class MiddlewareAdapter(Adapter):
+    """Reaches two receivers through one connection, as the Shure System API does."""
+
+    family = "test"
+
+    async def run(self) -> None:
+        reader, writer = await asyncio.open_connection(self.config.host, self.config.port)
+        try:
+            self.link.online()
+            for n in (1, 2):
+                child = self.link.child(f"rx{n}")
+                child.device(model="ULXD4D", name=f"Rack {n}")
+                child.online()
+                child.channel(1, name=f"R{n} ch1")
+            await reader.read()
+            raise RetryableError("server closed the connection")
+        finally:
+            writer.close()
+
+    def supports_for(self, device_id: str, command: Command) -> bool:
+        return device_id in self.link.children and isinstance(command, RenameChannel)
+
+    async def execute_for(self, device_id: str, command: Command) -> CommandResult:
+        assert isinstance(command, RenameChannel)
+        self.link.children[device_id].channel(command.channel, name=command.name)
+        return CommandResult(command.name)
+
+
+async def test_devices_behind_a_middleware_follow_it_and_take_commands() -> None:
+    from micboardd.actions import ActionRunner, Actor, Role
+
+    hub = StateHub()
+    async with line_server([]) as server:
+        cfg_mw = DeviceConfig(id="sysapi", family="ulxd", host="127.0.0.1", port=server.port)
+        sup = Supervisor(cfg_mw, hub, MiddlewareAdapter, backoff_base=0.05, backoff_cap=0.2)
+        task = asyncio.create_task(sup.run())
+        try:
+            await wait_state(hub, "rx2", ConnState.ONLINE)
+            assert hub.device("rx1").parent == "sysapi"  # type: ignore[union-attr]
+            runner = ActionRunner(hub, None, lambda: {"sysapi": sup}, lambda: False)
+            (res,) = await runner.run(Actor("op", Role.OPERATOR), [("rx2", RenameChannel(1, "Lead"))])
+            assert res.ok and hub.channel("rx2", 1).name == "Lead"  # type: ignore[union-attr]
+            server.drop()
+            await wait_state(hub, "rx1", ConnState.OFFLINE)
+            assert "sysapi is offline" in (hub.device("rx1").last_error or "")  # type: ignore[union-attr]
+            assert hub.channel("rx1", 1).stale  # type: ignore[union-attr]
+            (res,) = await runner.run(Actor("op", Role.OPERATOR), [("rx2", RenameChannel(1, "X"))])
+            assert not res.ok and res.error is CommandErrorReason.OFFLINE
+            assert sup.link.known_children() == ["rx1", "rx2"]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -9,6 +9,7 @@ state, backoff with jitter (tenacity), error classification, offline marking and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -19,8 +20,8 @@ import tenacity
 
 from ..commands import Command, CommandError, CommandErrorReason, CommandResult
 from ..config import DeviceConfig
-from ..hub import ChannelUpdate, DeviceUpdate, StateHub
-from ..model import ConnState, Device, ErrorKind, Manufacturer, Meters, Transmitter
+from ..hub import ChannelUpdate, DeviceUpdate, Remove, StateHub
+from ..model import ConnState, Device, ErrorKind, Kind, Manufacturer, Meters, Transmitter
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,8 @@ class DeviceLink:
         self.was_online = False
         self.bytes_received = 0
         self._on_state: Callable[[], None] | None = None
+        self.parent: DeviceLink | None = None
+        self.children: dict[str, DeviceLink] = {}  # devices reached through this one, by device id
 
     # -- what adapters call
 
@@ -157,6 +160,34 @@ class DeviceLink:
         if self._on_state:
             self._on_state()
 
+    # -- devices reached through this one (middleware such as the Shure System API)
+
+    def child(self, device_id: str) -> DeviceLink:
+        """A link for a device behind this one; its Device row names this device as ``parent``.
+
+        The supervisor marks every child offline and stale when this device's session ends, and
+        routes commands addressed to a child back to this adapter's ``execute_for``.
+        """
+        link = self.children.get(device_id)
+        if link is None:
+            cfg = dataclasses.replace(self.config, id=device_id)
+            link = DeviceLink(cfg, self._hub)
+            link.parent = self
+            link.log = DeviceLogger(logging.getLogger("micboardd.device"), {"device_id": device_id})
+            self.children[device_id] = link
+            self._hub.apply_one(DeviceUpdate(device_id, {"parent": self.device_id, "stale": False}))
+        return link
+
+    def known_children(self) -> list[str]:
+        """Ids of devices the hub holds as reached through this one (restored ones included)."""
+        return sorted(d.device_id for d in self._hub.all(Kind.DEVICE) if d.parent == self.device_id)
+
+    def remove_child(self, device_id: str) -> None:
+        """The device left the middleware's inventory: forget it and its channels."""
+        self.children.pop(device_id, None)
+        if self._hub.device(device_id) is not None:
+            self._hub.apply_one(Remove(Kind.DEVICE, device_id))
+
     def seconds_since_rx(self) -> float:
         return time.monotonic() - self.last_rx_monotonic if self.last_rx_monotonic else float("inf")
 
@@ -190,6 +221,16 @@ class Adapter(ABC):
     async def execute(self, command: Command) -> CommandResult:
         """Send a command and return only once the device echoed it (CommandError otherwise)."""
         raise CommandError(CommandErrorReason.UNSUPPORTED, f"{self.family} has no {type(command).__name__}")
+
+    def supports_for(self, device_id: str, command: Command) -> bool:
+        """``supports`` for a device reached through this one (see ``DeviceLink.child``)."""
+        return device_id == self.link.device_id and self.supports(command)
+
+    async def execute_for(self, device_id: str, command: Command) -> CommandResult:
+        """``execute`` for a device reached through this one; middleware adapters override it."""
+        if device_id != self.link.device_id:
+            raise CommandError(CommandErrorReason.UNSUPPORTED, f"{self.family} reaches no device {device_id!r}")
+        return await self.execute(command)
 
     async def close(self) -> None:  # noqa: B027 - optional hook: stateless protocols need no clean stop
         """Leave the device in a clean state (stop metering) and close the connection."""
@@ -324,20 +365,40 @@ class Supervisor:
             for ch in self.hub.channels_of(self.device_id)
             if not ch.stale
         ]
+        via = f"{self.device_id} is offline ({text})"
+        for child_id in self.link.children:
+            updates.append(
+                DeviceUpdate(child_id, {"state": ConnState.OFFLINE, "error_kind": error.kind, "last_error": via})
+            )
+            updates += [
+                ChannelUpdate(child_id, ch.index, {"stale": True})
+                for ch in self.hub.channels_of(child_id)
+                if not ch.stale
+            ]
+            self.hub.clear_meters(child_id)
         if dev is not None:
             self.hub.apply(updates)
         self.hub.clear_meters(self.device_id)
         self.state_changed.set()
 
-    async def execute(self, command: Command) -> CommandResult:
-        """Run a command on the live session; OFFLINE error when there is none."""
-        dev = self.hub.device(self.device_id)
-        if dev is None or not dev.online:
-            raise CommandError(CommandErrorReason.OFFLINE, f"{self.device_id} is not connected")
-        return await self.adapter.execute(command)
+    async def execute(self, command: Command, device_id: str | None = None) -> CommandResult:
+        """Run a command on the live session (for this device or one behind it); OFFLINE when there is none."""
+        target = device_id or self.device_id
+        own = self.hub.device(self.device_id)
+        dev = self.hub.device(target)
+        if own is None or not own.online or dev is None or not dev.online:
+            raise CommandError(CommandErrorReason.OFFLINE, f"{target} is not connected")
+        if target == self.device_id:
+            return await self.adapter.execute(command)
+        return await self.adapter.execute_for(target, command)
 
-    def supports(self, command: Command) -> bool:
-        return self.adapter.supports(command)
+    def supports(self, command: Command, device_id: str | None = None) -> bool:
+        if device_id is None or device_id == self.device_id:
+            return self.adapter.supports(command)
+        return self.adapter.supports_for(device_id, command)
+
+    def child_ids(self) -> list[str]:
+        return sorted(self.link.children)
 
     def snapshot(self) -> Device | None:
         return self.hub.device(self.device_id)

@@ -25,6 +25,7 @@ FAMILIES: Final[Mapping[str, tuple[str, int]]] = {
     "axient": ("shure", 2202),
     "uhfr": ("shure", 2202),
     "psm1000": ("shure", 2202),
+    "systemapi": ("shure", 10000),  # Shure System API middleware (REST + WebSocket); password = x-api-key
     "sscv2": ("sennheiser", 443),
     "sscv1": ("sennheiser", 45),
     "mcp": ("sennheiser", 53212),

@@ -15,6 +15,7 @@ ADAPTERS: Final[dict[str, str]] = {
     "axient": "micboardd.adapters.shure.adapter:ShureAdapter",
     "uhfr": "micboardd.adapters.shure.uhfr:UhfrAdapter",
     "psm1000": "micboardd.adapters.shure.adapter:ShureAdapter",
+    "systemapi": "micboardd.adapters.shure.systemapi:SystemApiAdapter",
     "sscv2": "micboardd.adapters.sennheiser.sscv2:SSCv2Adapter",
     "sscv1": "micboardd.adapters.sennheiser.sscv1:SSCv1Adapter",
     "mcp": "micboardd.adapters.sennheiser.mcp:McpAdapter",

@@ -1,10 +1,12 @@
 """MQTT bridge with Home Assistant discovery.
 
-Modules: ``bridge`` (broker connection, read-back and publishing, HA replay), ``mirror`` (hub → the
-retained topics, events and throttled meters wanted on the broker; no I/O), ``topics`` (topic
-layout and JSON payloads, pure), ``discovery`` (HA device-based discovery payloads, pure),
-``commands`` (``…/set`` intake through the action layer), ``localbroker`` (a private Mosquitto for
-tests, benches and demos), ``bench`` (``micboardd bench mqtt``).
+Modules: ``bridge`` (MqttBridge: composes the parts below, routes what the broker sends, HA replay),
+``connection`` (one broker session at a time: TLS, will, v5 → 3.1.1 fallback, backoff), ``sync``
+(retained read-back at each connect, stale cleanup, catch-up), ``publisher`` (drains the mirror onto
+the broker, stats), ``mirror`` (hub → the retained topics, events and throttled meters wanted on the
+broker; no I/O), ``topics`` (topic layout and JSON payloads, pure), ``discovery`` (HA device-based
+discovery payloads, pure), ``commands`` (``…/set`` intake through the action layer), ``localbroker``
+(a private Mosquitto for tests, benches and demos), ``bench`` (``micboardd bench mqtt``).
 
 Topics under ``<base>`` (default ``micboard/<site>``); ids only ever ``[a-z0-9_-]``:
 

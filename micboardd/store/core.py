@@ -16,7 +16,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -48,6 +48,7 @@ from .writer import Writer
 log = logging.getLogger(__name__)
 
 MAX_AUDIT_LIMIT: Final = 10_000  # one audit_log answer; page with ``since`` for more
+HISTORY_KINDS: Final = ("tx", "meters")  # the ``type`` values of channel_history rows
 # Keys of a runtime device (or anything nested in it) whose values are credentials.
 SECRET_KEYS: Final = frozenset({"password", "token", "api_key", "secret", "psk", "passphrase"})
 _RESTORED_ALERT_STATES: Final = (AlertState.ACTIVE.value, AlertState.ACKNOWLEDGED.value)
@@ -427,39 +428,49 @@ class Store:
 
     # ------------------------------------------------------------------ history
 
-    async def channel_history(self, key: str, *, since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """The newest ``limit`` history rows of a channel, oldest first.
+    async def channel_history(
+        self,
+        key: str,
+        *,
+        since: float | None = None,
+        limit: int = 1000,
+        until: float | None = None,
+        kinds: Collection[str] = HISTORY_KINDS,
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` history rows of a channel in ``[since, until)``, oldest first.
 
         ``type`` is ``"tx"`` (transmitter/battery state after a change: present, model, battery_bars,
         battery_percent, runtime_minutes, battery_type, charging, muted) or ``"meters"`` (a per-minute
         summary: window_s, rf_dbm_min, rf_dbm_max, audio_dbfs_min, audio_dbfs_max, link_quality_min,
-        clips, samples).
+        clips, samples); ``kinds`` names the types to read.
         """
         split_channel_key(key)  # ValueError names the bad key
         if limit < 1:
             raise ValueError(f"channel_history: limit must be ≥ 1, got {limit}")
+        unknown = set(kinds) - set(HISTORY_KINDS)
+        if unknown:
+            raise ValueError(f"channel_history: kinds must be among {HISTORY_KINDS}, got {sorted(unknown)}")
         start = -math.inf if since is None else since
+        end = math.inf if until is None else until
 
         def read() -> list[dict[str, Any]]:
             conn = self._conn()
             out: list[dict[str, Any]] = []
-            cols = ", ".join(HISTORY_FIELDS)
-            for row in conn.execute(
-                f"SELECT at, {cols} FROM {CHANNEL_HISTORY} WHERE key = ? AND at >= ? ORDER BY at DESC, id DESC LIMIT ?",
-                (key, start, limit),
-            ):
-                item: dict[str, Any] = {"type": "tx", "at": row[0], "key": key}
-                for name, value in zip(HISTORY_FIELDS, row[1:], strict=True):
-                    item[name] = bool(value) if name in HISTORY_BOOL_FIELDS and value is not None else value
-                out.append(item)
-            mcols = ", ".join(METER_SUMMARY_FIELDS)
-            for row in conn.execute(
-                f"SELECT at, {mcols} FROM {METER_SUMMARY} WHERE key = ? AND at >= ? ORDER BY at DESC, id DESC LIMIT ?",
-                (key, start, limit),
-            ):
-                item = {"type": "meters", "at": row[0], "key": key}
-                item.update(zip(METER_SUMMARY_FIELDS, row[1:], strict=True))
-                out.append(item)
+            window = "key = ? AND at >= ? AND at < ? ORDER BY at DESC, id DESC LIMIT ?"
+            params = (key, start, end, limit)
+            if "tx" in kinds:
+                cols = ", ".join(HISTORY_FIELDS)
+                for row in conn.execute(f"SELECT at, {cols} FROM {CHANNEL_HISTORY} WHERE {window}", params):
+                    item: dict[str, Any] = {"type": "tx", "at": row[0], "key": key}
+                    for name, value in zip(HISTORY_FIELDS, row[1:], strict=True):
+                        item[name] = bool(value) if name in HISTORY_BOOL_FIELDS and value is not None else value
+                    out.append(item)
+            if "meters" in kinds:
+                mcols = ", ".join(METER_SUMMARY_FIELDS)
+                for row in conn.execute(f"SELECT at, {mcols} FROM {METER_SUMMARY} WHERE {window}", params):
+                    item = {"type": "meters", "at": row[0], "key": key}
+                    item.update(zip(METER_SUMMARY_FIELDS, row[1:], strict=True))
+                    out.append(item)
             out.sort(key=lambda r: r["at"])
             return out[-limit:]
 

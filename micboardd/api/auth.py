@@ -49,6 +49,7 @@ METHOD_ROLES: Final[Mapping[str, Role]] = {
     "Watch": Role.VIEWER,
     "StreamMeters": Role.VIEWER,
     "ListDeviceConfigs": Role.VIEWER,
+    "GetChannelHistory": Role.VIEWER,
     "ListAuditLog": Role.OPERATOR,
     "UpdateSlot": Role.OPERATOR,
     "DeleteSlot": Role.OPERATOR,

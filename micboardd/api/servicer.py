@@ -28,6 +28,7 @@ from .errors import bad_request, not_found
 from .gen.micboard.v1 import micboard_pb2 as pb
 from .gen.micboard.v1 import micboard_pb2_grpc as pb_grpc
 from .gen.micboard.v1 import resources_pb2 as rpb
+from .history_rpc import HistoryMixin
 from .watch import WatchMixin
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class MicboardServicer(WatchMixin, ConfigMixin, ActionMixin, pb_grpc.MicboardServicer):  # type: ignore[misc]
+class MicboardServicer(WatchMixin, ConfigMixin, ActionMixin, HistoryMixin, pb_grpc.MicboardServicer):  # type: ignore[misc]
     """Answers from the hub (current state) and the daemon (configuration, sessions, store)."""
 
     def __init__(self, daemon: Daemon) -> None:

@@ -85,6 +85,11 @@ class MicboardStub:
                 request_serializer=micboard_dot_v1_dot_micboard__pb2.ListAuditLogRequest.SerializeToString,
                 response_deserializer=micboard_dot_v1_dot_micboard__pb2.ListAuditLogResponse.FromString,
                 _registered_method=True)
+        self.GetChannelHistory = channel.unary_unary(
+                '/micboard.v1.Micboard/GetChannelHistory',
+                request_serializer=micboard_dot_v1_dot_micboard__pb2.GetChannelHistoryRequest.SerializeToString,
+                response_deserializer=micboard_dot_v1_dot_micboard__pb2.GetChannelHistoryResponse.FromString,
+                _registered_method=True)
         self.Watch = channel.unary_stream(
                 '/micboard.v1.Micboard/Watch',
                 request_serializer=micboard_dot_v1_dot_micboard__pb2.WatchRequest.SerializeToString,
@@ -250,6 +255,16 @@ class MicboardServicer:
 
     def ListAuditLog(self, request, context):
         """The audit log, newest first. Operator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChannelHistory(self, request, context):
+        """What a channel's transmitter, battery, RF and audio did over a span of time, oldest first: the
+        answer to "what happened to HH03's battery during the second act". Served from the store (kept
+        for the configured history_days). NOT_FOUND only when the channel is neither known now nor has
+        anything recorded. Viewer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -450,6 +465,11 @@ def add_MicboardServicer_to_server(servicer, server):
                     servicer.ListAuditLog,
                     request_deserializer=micboard_dot_v1_dot_micboard__pb2.ListAuditLogRequest.FromString,
                     response_serializer=micboard_dot_v1_dot_micboard__pb2.ListAuditLogResponse.SerializeToString,
+            ),
+            'GetChannelHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChannelHistory,
+                    request_deserializer=micboard_dot_v1_dot_micboard__pb2.GetChannelHistoryRequest.FromString,
+                    response_serializer=micboard_dot_v1_dot_micboard__pb2.GetChannelHistoryResponse.SerializeToString,
             ),
             'Watch': grpc.unary_stream_rpc_method_handler(
                     servicer.Watch,
@@ -817,6 +837,33 @@ class Micboard:
             '/micboard.v1.Micboard/ListAuditLog',
             micboard_dot_v1_dot_micboard__pb2.ListAuditLogRequest.SerializeToString,
             micboard_dot_v1_dot_micboard__pb2.ListAuditLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChannelHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/micboard.v1.Micboard/GetChannelHistory',
+            micboard_dot_v1_dot_micboard__pb2.GetChannelHistoryRequest.SerializeToString,
+            micboard_dot_v1_dot_micboard__pb2.GetChannelHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

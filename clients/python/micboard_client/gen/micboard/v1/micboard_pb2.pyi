@@ -61,6 +61,28 @@ SUBSYSTEM_STATE_DISABLED: SubsystemState.ValueType  # 3
 """Not configured (e.g. MQTT turned off)."""
 Global___SubsystemState: _TypeAlias = SubsystemState  # noqa: Y015
 
+class _HistoryKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HistoryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HistoryKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HISTORY_KIND_UNSPECIFIED: _HistoryKind.ValueType  # 0
+    HISTORY_KIND_TRANSMITTER: _HistoryKind.ValueType  # 1
+    """TransmitterSample entries: presence, model, battery, charging, mute."""
+    HISTORY_KIND_METERS: _HistoryKind.ValueType  # 2
+    """MeterSummary entries: per-minute RF and audio minimum/maximum."""
+
+class HistoryKind(_HistoryKind, metaclass=_HistoryKindEnumTypeWrapper):
+    """Which recorded series a history answer holds."""
+
+HISTORY_KIND_UNSPECIFIED: HistoryKind.ValueType  # 0
+HISTORY_KIND_TRANSMITTER: HistoryKind.ValueType  # 1
+"""TransmitterSample entries: presence, model, battery, charging, mute."""
+HISTORY_KIND_METERS: HistoryKind.ValueType  # 2
+"""MeterSummary entries: per-minute RF and audio minimum/maximum."""
+Global___HistoryKind: _TypeAlias = HistoryKind  # noqa: Y015
+
 class _ResourceKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -897,6 +919,80 @@ class ListAuditLogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditLogResponse: _TypeAlias = ListAuditLogResponse  # noqa: Y015
+
+@_typing.final
+class GetChannelHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    """"<device_id>/<n>", or "slot:<n>" for the channel that slot points at now."""
+    limit: _builtins.int
+    """At most this many entries, the newest of the span; 0 = 500, at most 5000."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only entries at or after this time; unset = as far back as the store keeps."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Only entries before this time (exclusive); unset = up to now."""
+
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___HistoryKind.ValueType]:
+        """Series to include; empty = both."""
+
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        limit: _builtins.int = ...,
+        kinds: _abc.Iterable[Global___HistoryKind.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "kinds", b"kinds", "limit", b"limit", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChannelHistoryRequest: _TypeAlias = GetChannelHistoryRequest  # noqa: Y015
+
+@_typing.final
+class GetChannelHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    """The channel key the request resolved to."""
+    truncated: _builtins.bool
+    """More entries matched than `limit`: the oldest were left out. Ask again with `until` set to the
+    first entry's time to read further back.
+    """
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.HistoryEntry]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        entries: _abc.Iterable[_resources_pb2.HistoryEntry] | None = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "entries", b"entries", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChannelHistoryResponse: _TypeAlias = GetChannelHistoryResponse  # noqa: Y015
 
 @_typing.final
 class WatchRequest(_message.Message):

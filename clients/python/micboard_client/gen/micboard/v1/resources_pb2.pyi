@@ -944,3 +944,206 @@ class AuditEntry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class TransmitterSample(_message.Message):
+    """---------------------------------------------------------------------------------------- history
+
+    A channel's transmitter and battery as recorded right after they changed. A row is written when the
+    transmitter appears or leaves, or its model, battery bars, battery type, charging or mute change;
+    battery percent and runtime, which tick every minute, at most once per five minutes. Each field is
+    unset when the receiver had not reported it (unknown is never 0).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    PRESENT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    BATTERY_BARS_FIELD_NUMBER: _builtins.int
+    BATTERY_PERCENT_FIELD_NUMBER: _builtins.int
+    RUNTIME_MINUTES_FIELD_NUMBER: _builtins.int
+    BATTERY_TYPE_FIELD_NUMBER: _builtins.int
+    CHARGING_FIELD_NUMBER: _builtins.int
+    MUTED_FIELD_NUMBER: _builtins.int
+    present: _builtins.bool
+    """False when no transmitter was on or linked; unset when the receiver had not said."""
+    model: _builtins.str
+    battery_bars: _builtins.int
+    """0..5."""
+    battery_percent: _builtins.int
+    """0..100."""
+    runtime_minutes: _builtins.int
+    battery_type: _builtins.str
+    """"LION", "ALKA", "NIMH", "BA70", ..."""
+    charging: _builtins.bool
+    muted: _builtins.bool
+    """The transmitter's own mute switch."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        present: _builtins.bool | None = ...,
+        model: _builtins.str | None = ...,
+        battery_bars: _builtins.int | None = ...,
+        battery_percent: _builtins.int | None = ...,
+        runtime_minutes: _builtins.int | None = ...,
+        battery_type: _builtins.str | None = ...,
+        charging: _builtins.bool | None = ...,
+        muted: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_battery_bars", b"_battery_bars", "_battery_percent", b"_battery_percent", "_battery_type", b"_battery_type", "_charging", b"_charging", "_model", b"_model", "_muted", b"_muted", "_present", b"_present", "_runtime_minutes", b"_runtime_minutes", "at", b"at", "battery_bars", b"battery_bars", "battery_percent", b"battery_percent", "battery_type", b"battery_type", "charging", b"charging", "model", b"model", "muted", b"muted", "present", b"present", "runtime_minutes", b"runtime_minutes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_battery_bars", b"_battery_bars", "_battery_percent", b"_battery_percent", "_battery_type", b"_battery_type", "_charging", b"_charging", "_model", b"_model", "_muted", b"_muted", "_present", b"_present", "_runtime_minutes", b"_runtime_minutes", "at", b"at", "battery_bars", b"battery_bars", "battery_percent", b"battery_percent", "battery_type", b"battery_type", "charging", b"charging", "model", b"model", "muted", b"muted", "present", b"present", "runtime_minutes", b"runtime_minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__battery_bars: _TypeAlias = _typing.Literal["battery_bars"]  # noqa: Y015
+    _WhichOneofArgType__battery_bars: _TypeAlias = _typing.Literal["_battery_bars", b"_battery_bars"]  # noqa: Y015
+    _WhichOneofReturnType__battery_percent: _TypeAlias = _typing.Literal["battery_percent"]  # noqa: Y015
+    _WhichOneofArgType__battery_percent: _TypeAlias = _typing.Literal["_battery_percent", b"_battery_percent"]  # noqa: Y015
+    _WhichOneofReturnType__battery_type: _TypeAlias = _typing.Literal["battery_type"]  # noqa: Y015
+    _WhichOneofArgType__battery_type: _TypeAlias = _typing.Literal["_battery_type", b"_battery_type"]  # noqa: Y015
+    _WhichOneofReturnType__charging: _TypeAlias = _typing.Literal["charging"]  # noqa: Y015
+    _WhichOneofArgType__charging: _TypeAlias = _typing.Literal["_charging", b"_charging"]  # noqa: Y015
+    _WhichOneofReturnType__model: _TypeAlias = _typing.Literal["model"]  # noqa: Y015
+    _WhichOneofArgType__model: _TypeAlias = _typing.Literal["_model", b"_model"]  # noqa: Y015
+    _WhichOneofReturnType__muted: _TypeAlias = _typing.Literal["muted"]  # noqa: Y015
+    _WhichOneofArgType__muted: _TypeAlias = _typing.Literal["_muted", b"_muted"]  # noqa: Y015
+    _WhichOneofReturnType__present: _TypeAlias = _typing.Literal["present"]  # noqa: Y015
+    _WhichOneofArgType__present: _TypeAlias = _typing.Literal["_present", b"_present"]  # noqa: Y015
+    _WhichOneofReturnType__runtime_minutes: _TypeAlias = _typing.Literal["runtime_minutes"]  # noqa: Y015
+    _WhichOneofArgType__runtime_minutes: _TypeAlias = _typing.Literal["_runtime_minutes", b"_runtime_minutes"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__battery_bars) -> _WhichOneofReturnType__battery_bars | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__battery_percent) -> _WhichOneofReturnType__battery_percent | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__battery_type) -> _WhichOneofReturnType__battery_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__charging) -> _WhichOneofReturnType__charging | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__model) -> _WhichOneofReturnType__model | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__muted) -> _WhichOneofReturnType__muted | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__present) -> _WhichOneofReturnType__present | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__runtime_minutes) -> _WhichOneofReturnType__runtime_minutes | None: ...
+
+Global___TransmitterSample: _TypeAlias = TransmitterSample  # noqa: Y015
+
+@_typing.final
+class MeterSummary(_message.Message):
+    """What the live meters of a channel did over a window (about a minute) ending at `at`. Every
+    value is unset when no reading in the window carried it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    WINDOW_S_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    RF_DBM_MIN_FIELD_NUMBER: _builtins.int
+    RF_DBM_MAX_FIELD_NUMBER: _builtins.int
+    AUDIO_DBFS_MIN_FIELD_NUMBER: _builtins.int
+    AUDIO_DBFS_MAX_FIELD_NUMBER: _builtins.int
+    LINK_QUALITY_MIN_FIELD_NUMBER: _builtins.int
+    CLIPS_FIELD_NUMBER: _builtins.int
+    window_s: _builtins.float
+    """Seconds the window covers."""
+    samples: _builtins.int
+    """Readings folded into this summary."""
+    rf_dbm_min: _builtins.float
+    """The best antenna's RF level, lowest and highest (dBm)."""
+    rf_dbm_max: _builtins.float
+    audio_dbfs_min: _builtins.float
+    """Audio level (peak, else RMS), lowest and highest (dBFS)."""
+    audio_dbfs_max: _builtins.float
+    link_quality_min: _builtins.int
+    """Worst link quality (percent)."""
+    clips: _builtins.int
+    """Readings that had the clip flag set."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """The end of the window."""
+
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        window_s: _builtins.float | None = ...,
+        samples: _builtins.int | None = ...,
+        rf_dbm_min: _builtins.float | None = ...,
+        rf_dbm_max: _builtins.float | None = ...,
+        audio_dbfs_min: _builtins.float | None = ...,
+        audio_dbfs_max: _builtins.float | None = ...,
+        link_quality_min: _builtins.int | None = ...,
+        clips: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_audio_dbfs_max", b"_audio_dbfs_max", "_audio_dbfs_min", b"_audio_dbfs_min", "_clips", b"_clips", "_link_quality_min", b"_link_quality_min", "_rf_dbm_max", b"_rf_dbm_max", "_rf_dbm_min", b"_rf_dbm_min", "_samples", b"_samples", "_window_s", b"_window_s", "at", b"at", "audio_dbfs_max", b"audio_dbfs_max", "audio_dbfs_min", b"audio_dbfs_min", "clips", b"clips", "link_quality_min", b"link_quality_min", "rf_dbm_max", b"rf_dbm_max", "rf_dbm_min", b"rf_dbm_min", "samples", b"samples", "window_s", b"window_s"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_audio_dbfs_max", b"_audio_dbfs_max", "_audio_dbfs_min", b"_audio_dbfs_min", "_clips", b"_clips", "_link_quality_min", b"_link_quality_min", "_rf_dbm_max", b"_rf_dbm_max", "_rf_dbm_min", b"_rf_dbm_min", "_samples", b"_samples", "_window_s", b"_window_s", "at", b"at", "audio_dbfs_max", b"audio_dbfs_max", "audio_dbfs_min", b"audio_dbfs_min", "clips", b"clips", "link_quality_min", b"link_quality_min", "rf_dbm_max", b"rf_dbm_max", "rf_dbm_min", b"rf_dbm_min", "samples", b"samples", "window_s", b"window_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__audio_dbfs_max: _TypeAlias = _typing.Literal["audio_dbfs_max"]  # noqa: Y015
+    _WhichOneofArgType__audio_dbfs_max: _TypeAlias = _typing.Literal["_audio_dbfs_max", b"_audio_dbfs_max"]  # noqa: Y015
+    _WhichOneofReturnType__audio_dbfs_min: _TypeAlias = _typing.Literal["audio_dbfs_min"]  # noqa: Y015
+    _WhichOneofArgType__audio_dbfs_min: _TypeAlias = _typing.Literal["_audio_dbfs_min", b"_audio_dbfs_min"]  # noqa: Y015
+    _WhichOneofReturnType__clips: _TypeAlias = _typing.Literal["clips"]  # noqa: Y015
+    _WhichOneofArgType__clips: _TypeAlias = _typing.Literal["_clips", b"_clips"]  # noqa: Y015
+    _WhichOneofReturnType__link_quality_min: _TypeAlias = _typing.Literal["link_quality_min"]  # noqa: Y015
+    _WhichOneofArgType__link_quality_min: _TypeAlias = _typing.Literal["_link_quality_min", b"_link_quality_min"]  # noqa: Y015
+    _WhichOneofReturnType__rf_dbm_max: _TypeAlias = _typing.Literal["rf_dbm_max"]  # noqa: Y015
+    _WhichOneofArgType__rf_dbm_max: _TypeAlias = _typing.Literal["_rf_dbm_max", b"_rf_dbm_max"]  # noqa: Y015
+    _WhichOneofReturnType__rf_dbm_min: _TypeAlias = _typing.Literal["rf_dbm_min"]  # noqa: Y015
+    _WhichOneofArgType__rf_dbm_min: _TypeAlias = _typing.Literal["_rf_dbm_min", b"_rf_dbm_min"]  # noqa: Y015
+    _WhichOneofReturnType__samples: _TypeAlias = _typing.Literal["samples"]  # noqa: Y015
+    _WhichOneofArgType__samples: _TypeAlias = _typing.Literal["_samples", b"_samples"]  # noqa: Y015
+    _WhichOneofReturnType__window_s: _TypeAlias = _typing.Literal["window_s"]  # noqa: Y015
+    _WhichOneofArgType__window_s: _TypeAlias = _typing.Literal["_window_s", b"_window_s"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__audio_dbfs_max) -> _WhichOneofReturnType__audio_dbfs_max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__audio_dbfs_min) -> _WhichOneofReturnType__audio_dbfs_min | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__clips) -> _WhichOneofReturnType__clips | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__link_quality_min) -> _WhichOneofReturnType__link_quality_min | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rf_dbm_max) -> _WhichOneofReturnType__rf_dbm_max | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rf_dbm_min) -> _WhichOneofReturnType__rf_dbm_min | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__samples) -> _WhichOneofReturnType__samples | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__window_s) -> _WhichOneofReturnType__window_s | None: ...
+
+Global___MeterSummary: _TypeAlias = MeterSummary  # noqa: Y015
+
+@_typing.final
+class HistoryEntry(_message.Message):
+    """One recorded moment of a channel's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSMITTER_FIELD_NUMBER: _builtins.int
+    METERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def transmitter(self) -> Global___TransmitterSample: ...
+    @_builtins.property
+    def meters(self) -> Global___MeterSummary: ...
+    def __init__(
+        self,
+        *,
+        transmitter: Global___TransmitterSample | None = ...,
+        meters: Global___MeterSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "meters", b"meters", "transmitter", b"transmitter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "meters", b"meters", "transmitter", b"transmitter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_entry: _TypeAlias = _typing.Literal["transmitter", "meters"]  # noqa: Y015
+    _WhichOneofArgType_entry: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_entry) -> _WhichOneofReturnType_entry | None: ...
+
+Global___HistoryEntry: _TypeAlias = HistoryEntry  # noqa: Y015

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,7 +17,7 @@ def _unicode_ok() -> bool:
     return "utf" in enc
 
 
-def battery_text(tx: rpb.Transmitter, *, unicode: bool | None = None) -> str:
+def battery_text(tx: rpb.Transmitter | rpb.TransmitterSample, *, unicode: bool | None = None) -> str:
     """``▮▮▮▯▯ 60% 2h05`` — bars, percent and runtime, each only when the receiver reported it."""
     if not tx.present:
         return "-"
@@ -169,3 +170,74 @@ def action_table(resp: pb.ActionResponse) -> str:
     text = table(["TARGET", "RESOLVED", "FIELD", "BEFORE", "AFTER", "RESULT", "DETAIL"], rows)
     verb = "planned (dry run)" if resp.dry_run else "done"
     return f"{text}\n{resp.succeeded} {verb}, {resp.failed} failed"
+
+
+# ----------------------------------------------------------------------------- channel history
+
+HISTORY_HEADER = ["TIME", "TX", "BATTERY", "RF MIN..MAX", "AUDIO MAX", "NOTES"]
+
+
+def _dbm_span(lo: float | None, hi: float | None) -> str:
+    if lo is None and hi is None:
+        return "-"
+    if lo is None or hi is None or round(lo) == round(hi):
+        return f"{(hi if lo is None else lo):.0f} dBm"
+    return f"{lo:.0f}..{hi:.0f} dBm"
+
+
+def _tx_text(s: rpb.TransmitterSample) -> str:
+    if not s.HasField("present"):
+        return "?"
+    if not s.present:
+        return "off"
+    return s.model if s.HasField("model") else "on"
+
+
+def history_row(entry: rpb.HistoryEntry, when: str, *, unicode: bool | None = None) -> list[str]:
+    """One line of a channel's history: a transmitter sample fills TX/BATTERY, a meter summary RF/AUDIO."""
+    if entry.HasField("transmitter"):
+        s = entry.transmitter
+        notes = []
+        if s.HasField("battery_type") and s.present:
+            notes.append(s.battery_type)
+        if s.HasField("charging") and s.charging:
+            notes.append("CHARGING")
+        if s.HasField("muted") and s.muted:
+            notes.append("TX-MUTE")
+        battery = battery_text(s, unicode=unicode) if s.present or not s.HasField("present") else "-"
+        return [when, _tx_text(s), battery, "", "", " ".join(notes)]
+    m = entry.meters
+    rf = _dbm_span(m.rf_dbm_min if m.HasField("rf_dbm_min") else None,
+                   m.rf_dbm_max if m.HasField("rf_dbm_max") else None)
+    audio = f"{m.audio_dbfs_max:.0f} dBFS" if m.HasField("audio_dbfs_max") else "-"
+    notes = []
+    if m.HasField("clips") and m.clips:
+        notes.append(f"CLIP x{m.clips}")
+    if m.HasField("link_quality_min"):
+        notes.append(f"link >= {m.link_quality_min}%")
+    return [when, "", "", rf, audio, " ".join(notes)]
+
+
+def _entry_time(entry: rpb.HistoryEntry, tz: dt.tzinfo | None) -> dt.datetime:
+    ts = entry.transmitter.at if entry.HasField("transmitter") else entry.meters.at
+    return dt.datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=tz).astimezone(tz)
+
+
+def history_table(resp: pb.GetChannelHistoryResponse, *, tz: dt.tzinfo | None = None,
+                  unicode: bool | None = None) -> str:
+    """A title line, then one row per entry, oldest first; times in ``tz`` (default: this machine's zone)."""
+    entries = list(resp.entries)
+    if not entries:
+        return f"{resp.channel}: nothing recorded in that span"
+    times = [_entry_time(e, tz) for e in entries]
+    one_day = times[0].date() == times[-1].date()
+    fmt = "%H:%M:%S" if one_day else "%Y-%m-%d %H:%M:%S"
+    zone = times[0].strftime("%Z") or "local time"
+    span = (f"{times[0]:%Y-%m-%d %H:%M} to {times[-1]:%H:%M}" if one_day
+            else f"{times[0]:%Y-%m-%d %H:%M} to {times[-1]:%Y-%m-%d %H:%M}")
+    lines = [f"{resp.channel}: {len(entries)} entries, {span} ({zone})"]
+    lines.append(table(HISTORY_HEADER, [history_row(e, t.strftime(fmt), unicode=unicode)
+                                        for e, t in zip(entries, times, strict=True)]))
+    if resp.truncated:
+        lines.append(f"older entries left out: raise --limit or add --until '{times[0].isoformat()}'")
+    return "\n".join(lines)

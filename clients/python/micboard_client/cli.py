@@ -28,12 +28,15 @@ from .board import (
     channel_row,
     channels_table,
     devices_table,
+    history_table,
     slots_table,
     table,
 )
 from .client import DEFAULT_SOCKET, Client, MicboardError
 from .gen.micboard.v1 import micboard_pb2 as pb
 from .gen.micboard.v1 import resources_pb2 as rpb
+from .when import HELP as WHEN_HELP
+from .when import parse_when
 
 REDRAW_EVERY_S: Final = 0.25  # a live board repaints at most four times a second
 SUBSYSTEM_NAMES: Final = {pb.SUBSYSTEM_STATE_OK: "ok", pb.SUBSYSTEM_STATE_DOWN: "DOWN",
@@ -140,6 +143,13 @@ class Ctl:
                  json.dumps(MessageToDict(e.before)) if e.HasField("before") else "",
                  json.dumps(MessageToDict(e.after)) if e.HasField("after") else "", e.result] for e in entries]
         self.print(table(["WHEN (UTC)", "WHO", "ACTION", "TARGET", "BEFORE", "AFTER", "RESULT"], rows))
+        return 0
+
+    async def history(self, mb: Client) -> int:
+        a = self.args
+        kinds = () if a.kind == "both" else (a.kind,)
+        resp = await mb.history(a.channel, since=a.since, until=a.until, limit=a.limit, kinds=kinds)
+        self.print(as_json(resp) if a.json else history_table(resp))
         return 0
 
     async def meters(self, mb: Client) -> int:
@@ -354,6 +364,13 @@ def _online(value: str) -> bool:
     return value.lower() in ("yes", "true", "1", "online", "on")
 
 
+def _when(value: str) -> float:
+    try:
+        return parse_when(value).timestamp()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="micboardctl", description="Look at and control micboardd.")
     p.add_argument("--version", action="version", version=f"micboardctl {__version__}")
@@ -399,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     au = sub.add_parser("audit", help="who changed what")
     au.add_argument("--limit", type=int, default=50)
     au.add_argument("--target", dest="target_filter", help="only entries about this target")
+    h = sub.add_parser("history", help="what a channel's transmitter, battery, RF and audio did, oldest first")
+    h.add_argument("channel", help="<device_id>/<n> or slot:<n> (the channel the slot points at now)")
+    h.add_argument("--since", type=_when, help=f"from: {WHEN_HELP}")
+    h.add_argument("--until", type=_when, help="up to (not including); same forms as --since")
+    h.add_argument("--limit", type=int, default=500, help="at most this many entries, the newest (default 500, "
+                                                          "at most 5000)")
+    h.add_argument("--kind", choices=["tx", "meters", "both"], default="both",
+                   help="transmitter/battery samples, per-minute RF/audio summaries, or both (default)")
 
     i = sub.add_parser("identify", help="flash front panels (devices, channels or slot:<n>)")
     i.add_argument("targets", nargs="+")
@@ -424,13 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
         mu.add_argument("--dry-run", action="store_true")
     sl = sub.add_parser("show-lock", help="show or set the show lock (refuses dangerous actions while on)")
     sl.add_argument("state", nargs="?", choices=["on", "off"])
+    for sp in sub.choices.values():  # also after the command: `micboardctl history rack1/2 --json`
+        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     return p
 
 
 COMMANDS: Final = {
     "status": Ctl.status, "devices": Ctl.devices, "channels": Ctl.channels, "slots": Ctl.slots,
     "watch": Ctl.watch, "meters": Ctl.meters, "alerts": Ctl.alerts, "ack": Ctl.ack, "audit": Ctl.audit,
-    "identify": Ctl.identify, "rename": Ctl.rename, "assign": Ctl.assign, "meter": Ctl.meter,
+    "history": Ctl.history, "identify": Ctl.identify, "rename": Ctl.rename, "assign": Ctl.assign, "meter": Ctl.meter,
     "mute": Ctl.mute, "unmute": Ctl.mute, "show-lock": Ctl.show_lock,
 }
 

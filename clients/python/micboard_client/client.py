@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 
@@ -21,7 +22,10 @@ from .gen.micboard.v1 import resources_pb2 as rpb
 DEFAULT_SOCKET: Final = "/run/micboardd/api.sock"
 DEFAULT_TIMEOUT_S: Final = 10.0  # unary calls; a dry run or a bulk action on a big rack answers well within it
 ACTION_TIMEOUT_S: Final = 30.0  # bulk actions wait for every device's echo (3 s each, 16 in parallel)
+HISTORY_KINDS: Final = {"tx": pb.HISTORY_KIND_TRANSMITTER, "meters": pb.HISTORY_KIND_METERS}
 T = TypeVar("T")
+# A point in time: an aware datetime, a naive one (local time) or unix seconds.
+When = dt.datetime | float
 
 
 @dataclass
@@ -68,6 +72,15 @@ def _duration(seconds: float | None) -> duration_pb2.Duration | None:
     d = duration_pb2.Duration()
     d.FromNanoseconds(int(seconds * 1e9))
     return d
+
+
+def _timestamp(when: When | None) -> timestamp_pb2.Timestamp | None:
+    if when is None:
+        return None
+    seconds = when.timestamp() if isinstance(when, dt.datetime) else float(when)
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(round(seconds * 1e9))
+    return ts
 
 
 def resolve_target(
@@ -188,6 +201,31 @@ class Client:
     async def audit(self, *, limit: int = 50, target: str = "") -> list[rpb.AuditEntry]:
         resp = await self.call("ListAuditLog", pb.ListAuditLogRequest(limit=limit, target=target))
         return list(resp.entries)
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        since: When | None = None,
+        until: When | None = None,
+        limit: int = 500,
+        kinds: Iterable[str] = (),
+    ) -> pb.GetChannelHistoryResponse:
+        """A channel's recorded transmitter samples and meter summaries in ``[since, until)``, oldest first.
+
+        At most ``limit`` (≤ 5000) entries, the newest of the span; ``truncated`` on the answer says older
+        ones were left out (ask again with ``until`` = the first entry's time). ``kinds``: "tx", "meters";
+        empty = both.
+        """
+        try:
+            kind_values = [HISTORY_KINDS[k] for k in kinds]
+        except KeyError as exc:
+            raise ValueError(f"history kinds are {', '.join(HISTORY_KINDS)}; got {exc.args[0]!r}") from None
+        req = pb.GetChannelHistoryRequest(
+            channel=channel, since=_timestamp(since), until=_timestamp(until), limit=limit, kinds=kind_values
+        )
+        resp: pb.GetChannelHistoryResponse = await self.call("GetChannelHistory", req)
+        return resp
 
     def watch(
         self,

@@ -102,6 +102,7 @@ class Daemon:
         self._subsystem_listeners: list[Callable[[str, Subsystem], Any]] = []
         self._critical: list[asyncio.Task[Any]] = []
         self.last_status = ""
+        self.meter_summary_every_s = METER_SUMMARY_EVERY_S
 
     # ------------------------------------------------------------------ queries used by API and bridge
 
@@ -424,7 +425,7 @@ class Daemon:
     async def _meter_summary_loop(self) -> None:
         sub = self.hub.subscribe_meters("meter-summary")
         acc: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + METER_SUMMARY_EVERY_S
+        deadline = time.monotonic() + self.meter_summary_every_s
         try:
             while True:
                 try:
@@ -433,20 +434,24 @@ class Daemon:
                 except TimeoutError:
                     batch = []
                 for m in batch:
-                    row = acc.setdefault(m.key, {"key": m.key, "samples": 0})
+                    row = acc.setdefault(m.key, {"key": m.key, "samples": 0, "clips": 0})
                     row["samples"] += 1
+                    row["clips"] += int(m.clip)
+                    if m.link_quality is not None:
+                        lq = row.get("link_quality_min")
+                        row["link_quality_min"] = m.link_quality if lq is None else min(lq, m.link_quality)
                     _minmax(row, "rf_dbm", m.rf_best_dbm)
                     _minmax(row, "audio_dbfs", m.audio_peak_dbfs if m.audio_peak_dbfs is not None else m.audio_rms_dbfs)
                 if time.monotonic() >= deadline:
                     if acc:
                         now = time.time()
-                        rows = [{**r, "at": now} for r in acc.values()]
+                        rows = [{**r, "at": now, "window_s": self.meter_summary_every_s} for r in acc.values()]
                         acc = {}
                         try:
                             await self.store.record_meter_summary(rows)
                         except Exception:
                             log.exception("could not record meter summaries")
-                    deadline = time.monotonic() + METER_SUMMARY_EVERY_S
+                    deadline = time.monotonic() + self.meter_summary_every_s
         finally:
             sub.close()
 

@@ -320,3 +320,31 @@ async def test_devices_removed_from_config_do_not_linger(tmp_path: Path) -> None
         db = sqlite3.connect(tmp_path / "m.db")
         assert [r[0] for r in db.execute("select device_id from devices")] == ["ulxd"]
         db.close()
+
+
+async def test_meters_reach_sqlite_only_as_per_window_summaries(tmp_path: Path) -> None:
+    async with running_sims(58) as sims:
+        daemon = Daemon(config_for(tmp_path, {"axient": sims["axient"]}, meter_rate_ms=100), enable_mqtt=False)
+        daemon.meter_summary_every_s = 1.0
+        task = asyncio.create_task(daemon.run())
+        try:
+            await asyncio.wait_for(daemon.ready.wait(), 15)
+            await until(lambda: daemon.hub.meters_received > 40, 15, "metering")
+
+            async def summaries() -> list[dict[str, Any]]:
+                await daemon.store.flush()
+                return await daemon.store.channel_history("axient/1", kinds=("meters",))
+
+            async with asyncio.timeout(15):
+                rows = await summaries()
+                while not rows:
+                    await asyncio.sleep(0.3)
+                    rows = await summaries()
+            row = rows[-1]
+            # ~10 SAMPLEs a second for a one-second window: one row, not ten.
+            assert 3 <= row["samples"] <= 30, row
+            assert row["rf_dbm_min"] <= row["rf_dbm_max"] <= 0
+            assert row["link_quality_min"] is not None and row["clips"] >= 0
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(task, 20)

@@ -130,7 +130,9 @@ def test_channel_numbering_falls_back_to_list_order() -> None:
     assert parse_audio_channels([{"id": anx, "capabilities": ["mute"]}])[0].index_hint == 2
 
 
-@pytest.mark.parametrize("raw", [{"id": "x"}, [{"role": "SOURCE"}], [{"id": ""}], "x", [{"id": str(i)} for i in range(65)]])
+@pytest.mark.parametrize(
+    "raw", [{"id": "x"}, [{"role": "SOURCE"}], [{"id": ""}], "x", [{"id": str(i)} for i in range(65)]]
+)
 def test_bad_channel_lists_are_errors(raw: Any) -> None:
     with pytest.raises(CodecError):
         parse_audio_channels(raw)
@@ -204,7 +206,8 @@ def test_event_messages() -> None:
             assert parse_device_node(parsed.body).state.value == exp["node_state"]
         else:
             assert parsed.body == exp["body"]
-    assert parse_message(data["messages"][1]["text"].encode()).name is EventName.DEVICE_NAME  # bytes frames too
+    from_bytes = parse_message(data["messages"][1]["text"].encode())  # binary frames parse too
+    assert isinstance(from_bytes, Event) and from_bytes.name is EventName.DEVICE_NAME
 
 
 def test_malformed_messages_raise_with_an_excerpt() -> None:

@@ -51,7 +51,7 @@ class SimFault(enum.StrEnum):
     SILENT = "silent"  # REST requests hang, the socket neither sends nor reads (no pong)
     RESET = "reset"  # every connection is reset, now and on every new attempt
     GARBAGE = "garbage"  # events go out as malformed JSON
-    SLOW = "slow"  # every REST answer waits slow_s first
+    SLOW = "slow"  # every REST answer is delivered slow_s late (events pushed meanwhile overtake it)
     WRONG_KEY = "wrong_key"  # the shared key was regenerated: every key is wrong
 
 
@@ -145,6 +145,7 @@ class SystemApiSim:
     async def start(self) -> None:
         """Listen (the same port again after a stop) and start the activity and lively loops."""
         await self._wire.listen()
+        self.set_fault(self.fault)  # a hang set before a stop holds again after the restart
         if self.activity_s > 0:
             self._loops.append(asyncio.create_task(self._activity_loop(), name="sysapi-sim activity"))
         if self.lively:
@@ -152,6 +153,7 @@ class SystemApiSim:
 
     async def stop(self) -> None:
         """Stop listening and drop every connection (the service going down)."""
+        self._not_silent.set()  # release requests held by the silent fault; their connections are dropped next
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
@@ -382,13 +384,15 @@ class SystemApiSim:
         self.requests.append(SimRequest(req.method, req.path, req.query, "x-api-key" in req.headers,
                                         req.headers.get("content-type"), req.body))
         await self._not_silent.wait()
-        if self.fault is SimFault.SLOW:
-            await asyncio.sleep(self.slow_s)
         if not req.path.startswith(API_PREFIX + "/"):
-            return problem(404, "Not Found", "no such resource", req.path)
-        if not self._key_ok(req.headers):
-            return unauthorized(req.path)
-        return self._router.route(req)
+            reply = problem(404, "Not Found", "no such resource", req.path)
+        elif not self._key_ok(req.headers):
+            reply = unauthorized(req.path)
+        else:
+            reply = self._router.route(req)
+        if self.fault is SimFault.SLOW:  # the answer is taken now and delivered late, so it can be overtaken
+            await asyncio.sleep(self.slow_s)
+        return reply
 
     def _ws_gate(self, req: HttpRequest) -> HttpReply | None:
         self.requests.append(SimRequest(req.method, req.path, req.query, "x-api-key" in req.headers,

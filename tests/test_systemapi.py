@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
+import httpx
 import pytest
 
 from micboardd.actions import ActionRunner, Actor, Role
@@ -478,3 +480,41 @@ async def test_a_write_the_server_does_not_apply_is_a_mismatch(monkeypatch: pyte
         results = await runner(sup, hub).run(OPERATOR, [(child_id(rx), RenameChannel(1, "Nope"))])
         assert results[0].error is CommandErrorReason.MISMATCH and "CH 1" in results[0].detail
         assert chan(hub, child_id(rx), 1).name == "CH 1"
+
+
+# ----------------------------------------------------------------------------- the simulator as a peer
+
+
+async def test_simulator_enforces_the_key_and_the_empty_json_body_gotcha() -> None:
+    async with simulator() as sim, httpx.AsyncClient(base_url=f"https://127.0.0.1:{sim.port}/api/v1",
+                                                     verify=ssl.create_default_context(cafile=sim.ca_file)) as http:
+        r = await http.get("/devices")
+        assert r.status_code == 401 and r.json()["title"] == "Request Unauthorized." and r.json()["traceId"]
+        key = {"x-api-key": "secret"}
+        rx = sim.by_model("ULXD4D")
+        json_type = {**key, "Content-Type": "application/json"}
+        r = await http.post(f"/devices/{rx.device_id}/identify/start", headers=json_type)
+        assert r.status_code == 400 and "Body cannot be empty" in r.json()["detail"]
+        assert not rx.identifying
+        r = await http.post(f"/devices/{rx.device_id}/identify/start", headers=key)
+        assert r.status_code == 204 and rx.identifying
+        r = await http.patch(f"/devices/{rx.device_id}/audio-channels/{quote(rx.channels[0].channel_id, safe='')}/gain",
+                             json={"gain": 99}, headers=key)
+        assert r.status_code == 400 and r.json()["status"] == 400
+
+
+async def test_a_slow_read_never_undoes_a_newer_event() -> None:
+    async with simulator(slow_s=0.4) as sim:
+        sim.set_fault(SimFault.SLOW)
+        rx = sim.by_model("ULXD4D")
+        ch1 = rx.channels[0]
+        name_path = f"/api/v1/devices/{rx.device_id}/audio-channels/{quote(ch1.channel_id, safe='')}/name"
+        async with supervised(config(sim, options={"request_timeout_s": 3.0})) as (_sup, hub):
+            # the GET of the name is answered (old value) but still on its way when the rename is pushed
+            await wait_until(lambda: any(r.method == "GET" and unquote(r.path) == unquote(name_path)
+                                         for r in sim.requests), what="the name read", timeout=10)
+            sim.rename_channel(rx.device_id, 1, "Pushed")
+            await wait_until(lambda: (c := hub.channel(child_id(rx), 1)) is not None and c.gain_db is not None,
+                             what="the channel's reads applied", timeout=10)
+            assert chan(hub, child_id(rx), 1).name == "Pushed"
+            sim.set_fault(None)

@@ -23,6 +23,8 @@ and ``name`` (shown for the server itself), ``options`` (see :mod:`.options`).
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import ClassVar, Final
 
 from ....commands import Command, CommandError, CommandErrorReason, CommandResult
@@ -37,6 +39,7 @@ from .inventory import Inventory, run_all
 from .options import SystemApiOptions
 
 SERVER_MODEL: Final = "System API"  # what the server itself shows as its model unless the config names one
+MIN_REFRESH_GAP_S: Final = 1.0  # events naming unknown devices must not turn into back-to-back list reads
 
 
 class SystemApiAdapter(Adapter):
@@ -61,6 +64,7 @@ class SystemApiAdapter(Adapter):
         self._queued: set[str] = set()
         self._refresh_now = asyncio.Event()
         self._shape = ""
+        self._rejected_seen: set[str] = set()
 
     async def run(self) -> None:
         if self._options_error:
@@ -94,8 +98,10 @@ class SystemApiAdapter(Adapter):
 
     async def _read_list(self) -> list[str]:
         nodes, rejected, shape = await self.client.list_devices()
-        for text in rejected:
-            self.log.warning("device node ignored: %s", text)
+        for text in rejected:  # loud once per distinct problem, not at every re-read
+            self.log.log(logging.DEBUG if text in self._rejected_seen else logging.WARNING,
+                         "device node ignored: %s", text)
+            self._rejected_seen.add(text)
         if shape != self._shape:
             self._shape = shape
             self.log.info("the System API lists %d devices (%s list)", len(nodes), shape)
@@ -114,14 +120,20 @@ class SystemApiAdapter(Adapter):
             await self.inventory.sync(device_id)
 
     async def _refresher(self) -> None:
+        last = time.monotonic()
         while True:
             try:
                 async with asyncio.timeout(self.opt.refresh_s):
                     await self._refresh_now.wait()
             except TimeoutError:
                 pass
+            else:
+                gap = MIN_REFRESH_GAP_S - (time.monotonic() - last)
+                if gap > 0:
+                    await asyncio.sleep(gap)
             self._refresh_now.clear()
             self._enqueue(await self._read_list())
+            last = time.monotonic()
 
     async def _reader(self) -> None:
         while True:

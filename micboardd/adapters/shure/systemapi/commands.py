@@ -225,6 +225,7 @@ class Commander:
         answer = await self._send("PATCH", path, body)
         with contextlib.suppress(CodecError):
             if answer is not None and same(parse(answer), want):  # a 200 that carries the stored value
+                self.inv.report(child, number, name, parse(answer))
                 apply(child, parse(answer))
                 return CommandResult(value=parse(answer))
 
@@ -232,6 +233,7 @@ class Commander:
             return parse(await self._read(path, None))
 
         value = await self._verify(child, key, echo=echo, want=want, read=read, same=same)
+        self.inv.report(child, number, name, value)  # a sync read still in flight must not undo it
         apply(child, value)
         return CommandResult(value=value)
 

@@ -14,6 +14,7 @@ is logged with an excerpt and skipped; the session goes on.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Final
 
@@ -90,6 +91,9 @@ class EventSocket:
         except OSError as exc:
             await self.close()
             raise self.client.transport_error(exc, "event WebSocket") from exc
+        except websockets.WebSocketException as exc:  # e.g. InvalidURI: not worth a crash trace
+            await self.close()
+            raise ProtocolError(f"the event WebSocket could not open: {exc}") from exc
 
     async def next(self) -> Event | None:
         """The next event; None when the socket was silent for ``silence_s`` (the caller probes)."""
@@ -160,8 +164,6 @@ def _closed(exc: ConnectionClosed) -> RetryableError:
 
 
 def _json_or_text(body: bytes | None) -> object:
-    import json  # noqa: PLC0415 - only on the refused-handshake path
-
     if not body:
         return None
     try:

@@ -103,6 +103,7 @@ class Child:
     name: str | None = None
     synced: bool = False  # channels listed, subscribed and read since it last came online
     subscribed: set[str] = field(default_factory=set)  # subscription paths on the current transport
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one sync at a time per device
 
     @property
     def battery(self) -> bool:
@@ -149,6 +150,7 @@ class Inventory:
         self._warned: set[str] = set()  # per session: (child, path) reads that failed, warned once
         self._watch: dict[Key, asyncio.Event] = {}
         self.reported: dict[Key, Any] = {}  # last value the server reported per key (for command echoes)
+        self._generation: dict[Key, int] = {}  # bumped per report; reads in flight compare against it
 
     # ------------------------------------------------------------------ lookups
 
@@ -162,12 +164,24 @@ class Inventory:
             ev = self._watch[key] = asyncio.Event()
         return ev
 
-    def _report(self, child: Child, number: int | None, name: str, value: Any) -> None:
+    def report(self, child: Child, number: int | None, name: str, value: Any) -> None:
+        """The server reported ``value`` (event, read or command echo): newer than any read still in flight."""
         key = (child.child_id, number, name)
         self.reported[key] = value
+        self._generation[key] = self._generation.get(key, 0) + 1
         ev = self._watch.get(key)
         if ev is not None:
             ev.set()
+
+    def _stamp(self, child: Child, number: int | None, name: str) -> int:
+        return self._generation.get((child.child_id, number, name), 0)
+
+    def _fresh(self, child: Child, number: int | None, name: str, stamp: int) -> bool:
+        """True when nothing was reported for the key since ``stamp`` (a read must not undo a newer event)."""
+        if self._stamp(child, number, name) == stamp:
+            return True
+        self.log.debug("%s: %s read back older than a pushed value; kept the pushed one", child.child_id, name)
+        return False
 
     def session_started(self, transport: str | None) -> None:
         self.transport = transport
@@ -271,7 +285,7 @@ class Inventory:
             if became and child.synced:
                 self.log.debug("%s: %s; re-reading", child.child_id,
                                "capabilities changed" if old.state is NodeState.ONLINE else "back online")
-            return not child.synced or became
+            return (not child.synced and not child.lock.locked()) or became
         child.synced = False
         child.subscribed.clear()
         if node.state is NodeState.OFFLINE:
@@ -299,8 +313,13 @@ class Inventory:
         """List channels, subscribe, then read every property the capabilities promise (in that order,
         so no change between the read and the subscription is missed)."""
         child = self.children.get(device_id)
-        if child is None or child.node.state is not NodeState.ONLINE:
+        if child is None:
             return
+        async with child.lock:
+            if child.node.state is NodeState.ONLINE:
+                await self._sync(child)
+
+    async def _sync(self, child: Child) -> None:
         infos: list[AudioChannelInfo] = []
         if child.node.has(Cap.AUDIO_CHANNELS):
             raw = await self._get(child, child.path("audio-channels"))
@@ -354,25 +373,28 @@ class Inventory:
         self._warned.add(key)
         self.log.log(level, "%s: %s", child.child_id, text)
 
+    async def _read(self, child: Child, number: int | None, key: str, path: str) -> Any:
+        """GET one property for a sync; None when it failed or an event reported a newer value meanwhile."""
+        stamp = self._stamp(child, number, key)
+        raw = await self._get(child, path)
+        return raw if raw is not None and self._fresh(child, number, key, stamp) else None
+
     async def _read_device(self, child: Child) -> None:
         node = child.node
-        if node.has(Cap.NAME):
-            raw = await self._get(child, child.path("name"))
-            if raw is not None:
-                self._parsed(child, "name", raw, lambda: self._apply_name(child, parse_name(raw)))
-        if node.has(Cap.AUDIO_MUTE):
-            raw = await self._get(child, child.path("audio-mute"))
-            if raw is not None:
-                self._parsed(child, "audio-mute", raw,
-                             lambda: self._apply_device_mute(child, parse_flag(raw, "muted")))
-        if node.has(Cap.BATTERY_LEVEL):
-            raw = await self._get(child, child.path("battery-level"))
-            if raw is not None:
-                self._parsed(child, "battery-level", raw, lambda: self._apply_battery(child, raw))
-        if node.has(Cap.BATTERY_HEALTH):
-            raw = await self._get(child, child.path("battery-health"))
-            if raw is not None:
-                self._parsed(child, "battery-health", raw, lambda: self._apply_health(child, raw))
+        if node.has(Cap.NAME) and (raw := await self._read(child, None, "name", child.path("name"))) is not None:
+            self._parsed(child, "name", raw, lambda: self._apply_name(child, parse_name(raw)))
+        if node.has(Cap.AUDIO_MUTE) and (
+            raw := await self._read(child, None, "muted", child.path("audio-mute"))
+        ) is not None:
+            self._parsed(child, "audio-mute", raw, lambda: self._apply_device_mute(child, parse_flag(raw, "muted")))
+        if node.has(Cap.BATTERY_LEVEL) and (
+            raw := await self._read(child, None, "battery", child.path("battery-level"))
+        ) is not None:
+            self._parsed(child, "battery-level", raw, lambda: self._apply_battery(child, raw))
+        if node.has(Cap.BATTERY_HEALTH) and (
+            raw := await self._read(child, None, "health", child.path("battery-health"))
+        ) is not None:
+            self._parsed(child, "battery-health", raw, lambda: self._apply_health(child, raw))
         if child.synthetic and not node.has(Cap.BATTERY_LEVEL):
             child.link.channel(1, name=child.name, tx={"present": True, "model": node.model})
 
@@ -383,26 +405,31 @@ class Inventory:
         async def read(cap: Cap, *tail: str) -> Any:
             return await self._get(child, child.channel_path(number, str(cap), *tail)) if info.has(cap) else None
 
+        stamps = {key: self._stamp(child, number, key) for key in ("name", "muted", "gain_db", "activity")}
         name, mute, gain, desc, activity = await asyncio.gather(
             read(Cap.NAME), read(Cap.MUTE), read(Cap.GAIN), read(Cap.GAIN, "description"), read(Cap.ACTIVITY)
         )
+
+        def fresh(raw: Any, key: str) -> bool:  # checked now, after every read of the channel has returned
+            return raw is not None and self._fresh(child, number, key, stamps[key])
+
         try:
-            if name is not None:
+            if fresh(name, "name"):
                 fields["name"] = parse_name(name)
-                self._report(child, number, "name", fields["name"])
-            if mute is not None:
+                self.report(child, number, "name", fields["name"])
+            if fresh(mute, "muted"):
                 child.own_mute[number] = parse_flag(mute, "muted")
-                self._report(child, number, "muted", child.own_mute[number])
-            if gain is not None:
+                self.report(child, number, "muted", child.own_mute[number])
+            if fresh(gain, "gain_db"):
                 fields["gain_db"] = parse_gain(gain)
-                self._report(child, number, "gain_db", fields["gain_db"])
+                self.report(child, number, "gain_db", fields["gain_db"])
             if desc is not None:
                 child.gain_ranges[number] = parse_gain_description(desc)
         except CodecError as exc:
             self._warn(child, f"channel {number}", f"channel {number}: {exc}")
         fields["muted"] = child.muted(number)
         child.link.channel(number, **fields)
-        if activity is not None:
+        if fresh(activity, "activity"):
             self._parsed(child, "activity", activity,
                          lambda: self._apply_activity(child, number, parse_activity(activity)))
 
@@ -417,7 +444,7 @@ class Inventory:
     def _apply_name(self, child: Child, name: str) -> None:
         child.name = name
         child.link.device(name=name)
-        self._report(child, None, "name", name)
+        self.report(child, None, "name", name)
         if child.synthetic:
             child.link.channel(1, name=name, tx={"device_name": name})
         elif child.battery and child.infos:
@@ -425,12 +452,13 @@ class Inventory:
 
     def _apply_device_mute(self, child: Child, muted: bool) -> None:
         child.device_muted = muted
-        self._report(child, None, "muted", muted)
+        self.report(child, None, "muted", muted)
         for number in range(1, child.channel_count + 1):
             child.link.channel(number, muted=child.muted(number) if child.infos else muted)
 
     def _apply_battery(self, child: Child, raw: Any) -> None:
         level = parse_battery_level(raw)
+        self.report(child, None, "battery", level)
         tx: dict[str, Any] = {
             "present": True,
             "battery_percent": level.percent,
@@ -445,9 +473,11 @@ class Inventory:
 
     def _apply_health(self, child: Child, raw: Any) -> None:
         health = parse_battery_health(raw)
+        self.report(child, None, "health", health)
         child.link.channel(1, tx={"battery_health_percent": health.percent, "battery_cycles": health.cycles})
 
     def _apply_activity(self, child: Child, number: int, activity: Activity) -> None:
+        self.report(child, number, "activity", activity)
         child.link.meters(Meters(child.child_id, number, clip=activity is Activity.CLIPPING, at=now()))
 
     # ------------------------------------------------------------------ events
@@ -479,7 +509,7 @@ class Inventory:
             case EventName.DEVICE_NAME:
                 self._apply_name(child, parse_name(body))
             case EventName.DEVICE_IDENTIFY:
-                self._report(child, None, "identifying", parse_flag(body, "identifying"))
+                self.report(child, None, "identifying", parse_flag(body, "identifying"))
             case EventName.DEVICE_AUDIO_MUTE:
                 self._apply_device_mute(child, parse_flag(body, "muted"))
             case EventName.DEVICE_BATTERY_LEVEL:
@@ -489,15 +519,15 @@ class Inventory:
             case EventName.AUDIO_CHANNEL_NAME if number is not None:
                 name = parse_name(body)
                 child.link.channel(number, name=name)
-                self._report(child, number, "name", name)
+                self.report(child, number, "name", name)
             case EventName.AUDIO_CHANNEL_MUTE if number is not None:
                 child.own_mute[number] = parse_flag(body, "muted")
                 child.link.channel(number, muted=child.muted(number))
-                self._report(child, number, "muted", child.own_mute[number])
+                self.report(child, number, "muted", child.own_mute[number])
             case EventName.AUDIO_CHANNEL_GAIN if number is not None:
                 gain = parse_gain(body)
                 child.link.channel(number, gain_db=gain)
-                self._report(child, number, "gain_db", gain)
+                self.report(child, number, "gain_db", gain)
             case EventName.AUDIO_CHANNEL_ACTIVITY if number is not None:
                 self._apply_activity(child, number, parse_activity(body))
             case _:

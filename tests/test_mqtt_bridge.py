@@ -46,13 +46,18 @@ async def make_bridge(mosquitto: LocalMosquitto, tmp_path: Path) -> AsyncIterato
     running: list[tuple[Daemon, MqttBridge, asyncio.Task[None]]] = []
 
     async def make(site: str = "main", *, broker: LocalMosquitto | None = None, start: bool = True,
-                   setup: Callable[[Daemon], None] | None = None, **mqtt: Any) -> tuple[Daemon, MqttBridge]:
-        """A daemon (store open) with its bridge running; ``setup`` feeds the hub before the bridge starts."""
+                   setup: Callable[[Daemon], None] | None = None, devices: tuple[str, ...] = (),
+                   **mqtt: Any) -> tuple[Daemon, MqttBridge]:
+        """A daemon (store open, ``devices`` configured but no sessions) with its bridge running.
+
+        ``setup`` feeds the hub before the bridge starts. Every daemon gets a store of its own: empty.
+        """
         b = broker or mosquitto
         cfg = parse_config({
             "site": site,
             "store": {"path": str(tmp_path / f"{site}-{len(running)}.db")},
             "mqtt": {"host": b.host, "port": b.port, **mqtt},
+            "devices": [{"id": d, "model": "ULXD4Q", "host": "127.0.0.1"} for d in devices],
         })
         daemon = Daemon(cfg, enable_api=False, enable_mqtt=False)
         await daemon.store.open()
@@ -464,3 +469,109 @@ async def test_an_unsafe_id_is_refused_with_a_log_line_and_nothing_else_suffers(
     assert not [t for t in snap if "Stage" in t or "#" in t]
     assert bridge.stats.refused_ids == 2
     assert "Stage Left/#1: not published on MQTT" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------- a restart
+
+
+def _receiver(device_id: str, model: str, count: int = 0) -> DeviceUpdate:
+    """A receiver that has connected but not reported its channels (count 0: not even how many)."""
+    return DeviceUpdate(device_id, {"manufacturer": Manufacturer.SHURE, "family": "ulxd", "model": model,
+                                    "name": device_id.upper(), "firmware": "2.7.6", "state": ConnState.ONLINE,
+                                    "channel_count": count})
+
+
+def _is_channel_topic(topic: str) -> bool:
+    return "/channels/" in topic or "/micboardd_main/ch" in topic
+
+
+async def test_a_restart_with_an_empty_store_leaves_channel_topics_alone(
+    make_bridge: Factory, mosquitto: LocalMosquitto  # noqa: F811
+) -> None:
+    """A receiver online but with its channels not read yet has not lost them: nothing is cleared or re-sent.
+
+    Clearing them made Home Assistant delete and re-create those devices (and Node-RED see them removed)
+    at every start with an empty store, e.g. every ``micboardd demo``.
+    """
+    daemon1, bridge1 = await make_bridge(devices=("rack3",))
+    rack(daemon1, "rack1", 4)
+    rack(daemon1, "rack2", 2, model="ULXD4D")
+    rack(daemon1, "rack3", 1, model="ULXD4")
+    await wait_synced(bridge1)
+    await bridge1.stop()
+    before = await retained_snapshot(mosquitto, ["#"])
+    channel_topics = {t for t in before if _is_channel_topic(t)}
+    assert len(channel_topics) == 2 * 7
+
+    def connected_not_read(daemon: Daemon) -> None:
+        # rack1 has not even said how many channels it has (SSCv1 before its probe, a Shure model we do not
+        # list); rack2 knows its count from the model (Shure, SSCv2) but no channel is read; rack3 is
+        # configured and not connected yet.
+        daemon.hub.apply([_receiver("rack1", "ULXD4Q"), _receiver("rack2", "ULXD4D", 2)])
+
+    async with Collector(mosquitto, ["#"]) as watcher:
+        await watcher.sync()
+        seen = len(watcher.log)
+        daemon2, bridge2 = await make_bridge(devices=("rack3",), setup=connected_not_read)
+        await wait_synced(bridge2)
+        assert set(bridge2.mirror.held) == channel_topics
+        # The channels arrive after the bridge's sync, exactly as they were.
+        rack(daemon2, "rack1", 4)
+        rack(daemon2, "rack2", 2, model="ULXD4D")
+        await wait_synced(bridge2)
+        await watcher.sync()
+        fresh = watcher.log[seen:]
+        assert not [t for _, t, p, _ in fresh if not p], "a retained topic was cleared"
+        assert not [t for _, t, _, _ in fresh if _is_channel_topic(t)], "a channel topic was sent again"
+        assert bridge2.stats.stale_cleared == 0
+        assert set(bridge2.mirror.held) == {t for t in channel_topics if "rack3" in t}, "rack3 is still unseen"
+    after = await retained_snapshot(mosquitto, ["#"])
+    assert {t: after.get(t) for t in channel_topics} == {t: before[t] for t in channel_topics}
+
+
+async def test_channels_a_receiver_no_longer_has_are_cleared_once_it_has_counted(
+    make_bridge: Factory, mosquitto: LocalMosquitto  # noqa: F811
+) -> None:
+    daemon1, bridge1 = await make_bridge()
+    rack(daemon1, "rack1", 4)
+    rack(daemon1, "rack2", 4)
+    rack(daemon1, "rack9", 1)
+    await wait_synced(bridge1)
+    await bridge1.stop()
+    before = await retained_snapshot(mosquitto, ["#"])
+
+    def restarted(daemon: Daemon) -> None:
+        # rack2 counts its channels up as it reports them (a Shure model the adapter does not list).
+        daemon.hub.apply([_receiver("rack1", "ULXD4Q"), _receiver("rack2", "ULXD4Q", 1), _receiver("rack9", "ULXD4")])
+        tx = {"present": True, "model": "ULXD2", "battery_bars": 4, "runtime_minutes": 301}
+        daemon.hub.apply([ChannelUpdate("rack2", 1, {"name": "RACK2 1", "frequency_khz": 470_025}, tx)])
+
+    settle = 1.0
+    async with Collector(mosquitto, ["#"]) as watcher:
+        await watcher.sync()
+        seen = len(watcher.log)
+        daemon2, bridge2 = await make_bridge(setup=restarted, start=False)
+        bridge2.mirror.judge.settle_s = settle  # the bridge task has not run yet
+        await wait_synced(bridge2)
+        # Counting up within the settle time clears nothing: channels 2-4 of rack2 are on their way.
+        rack(daemon2, "rack2", 4)
+        # rack1 is now a two-channel receiver, and says so: its channels 3 and 4 go once the count has held.
+        rack(daemon2, "rack1", 2, model="ULXD4D")
+        await wait_synced(bridge2)
+        gone = {t for t in before if _is_channel_topic(t) and ("rack1/3/" in t or "rack1/4/" in t or
+                                                                  t.endswith(("ch3_rack1/config", "ch4_rack1/config")))}
+        assert len(gone) == 4
+        await watcher.wait_for(lambda: not gone & set(watcher.last), what="rack1's channels 3 and 4 cleared")
+        cleared = [(ts, t) for ts, t, p, _ in watcher.log[seen:] if not p]
+        assert {t for _, t in cleared} == gone, "only what rack1 no longer has"
+        assert cleared[0][0] - watcher.log[seen][0] >= settle * 0.9
+        assert [t.startswith("homeassistant/") for _, t in cleared] == [True, True, False, False], "discovery first"
+        # A device that leaves the hub (and no config names it) takes its held channel topics with it.
+        assert set(bridge2.mirror.held.values()) == {"rack9"}
+        daemon2.hub.apply([Remove(Kind.DEVICE, "rack9")])
+        await watcher.wait_for(lambda: not [t for t in watcher.last if "rack9" in t], what="rack9 cleared")
+        assert not bridge2.mirror.held
+        assert bridge2.stats.stale_cleared == 4 + 2
+    after = await retained_snapshot(mosquitto, ["#"])
+    assert {t for t in after if "rack2" in t} == {t for t in before if "rack2" in t}
+    assert not gone & set(after)

@@ -24,7 +24,9 @@ from test_mqtt_discovery import validate_ha_device_config
 from micboardd.config import parse_config
 from micboardd.daemon import Daemon
 from micboardd.model import Kind
+from micboardd.mqtt.bridge import MqttBridge
 from micboardd.mqtt.localbroker import LocalMosquitto
+from micboardd.simulators.sennheiser_sscv2 import SSCv2Sim
 from micboardd.simulators.shure import ShureReceiverSim
 
 MODELS = (("ULXD4Q", "127.0.61.1"), ("AD4D", "127.0.61.2"))
@@ -184,3 +186,80 @@ async def test_last_will_fires_when_the_daemon_is_killed(tmp_path: Path, mosquit
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_second_start_with_an_empty_store_does_not_touch_the_channel_topics(
+    tmp_path: Path, mosquitto: LocalMosquitto  # noqa: F811
+) -> None:
+    """``micboardd demo`` twice: the EW-DX was online before its channels were read, and they were cleared.
+
+    Home Assistant then deleted and re-created those devices, Node-RED saw them removed. Here the
+    simulated receiver answers slowly on the second start, so the bridge syncs in that very gap.
+    """
+    sim = SSCv2Sim(host="127.0.61.3", port=0, model="EW-DX EM4", channels=4, password="pw", seed=5)
+    await sim.start()
+
+    def config(run: int) -> Any:
+        return parse_config({
+            "site": "e2e",
+            "store": {"path": str(tmp_path / f"run{run}.db")},  # a new, empty store each time
+            "api": {"socket": str(tmp_path / f"api{run}.sock")},
+            "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
+            "devices": [{"id": "em4", "family": "sscv2", "host": sim.host, "port": sim.port, "password": "pw",
+                         "tls_ca_file": str(sim.ca_file)}],
+        })
+
+    def channels() -> int:
+        return len([c for c in daemon.hub.channels_of("em4") if not c.stale])
+
+    try:
+        async with running(config(1)) as first:
+            await settled(first, 4)
+        before = await retained_snapshot(mosquitto, ["micboard/e2e/#", "homeassistant/#"])
+        channel_topics = {t for t in before if "/channels/em4/" in t or "/micboardd_e2e/ch" in t}
+        assert len(channel_topics) == 8
+
+        sim.fault.delay_s = 0.3  # every reply: identity, site and then each channel read come slowly
+        daemon = Daemon(config(2), enable_api=False, enable_mqtt=False)
+        task = asyncio.create_task(daemon.run())
+        bridge: MqttBridge | None = None
+        async with Collector(mosquitto, ["micboard/e2e/#", "homeassistant/#"]) as watcher:
+            await watcher.sync()
+            seen = len(watcher.log)
+            try:
+                async with asyncio.timeout(WAIT_S):
+                    while (dev := daemon.hub.device("em4")) is None or not dev.online:
+                        await asyncio.sleep(0.01)
+                bridge = MqttBridge(daemon)
+                bridge_task = asyncio.create_task(bridge.run())
+                async with asyncio.timeout(WAIT_S):
+                    while not bridge.mirror.online:
+                        await asyncio.sleep(0.01)
+                assert channels() == 0, "the bridge was meant to sync before the channels were read"
+                sim.fault.delay_s = 0.0
+                async with asyncio.timeout(WAIT_S):
+                    while not (channels() == 4 and bridge.in_sync()):
+                        await asyncio.sleep(0.02)
+                await watcher.sync()
+                fresh = watcher.log[seen:]
+                assert not [t for _, t, p, _ in fresh if not p], "a retained topic was cleared"
+                # A channel's state builds up as its reads arrive; its Home Assistant device is not touched.
+                assert not [t for _, t, _, _ in fresh if t in channel_topics and t.startswith("homeassistant/")]
+                assert bridge.stats.stale_cleared == 0
+                for t in channel_topics - {t for t in channel_topics if t.startswith("homeassistant/")}:
+                    now, then = json.loads(watcher.last[t]), json.loads(before[t])
+                    assert (now.pop("stale"), then.pop("stale")) == (False, True), "live now; marked at the last stop"
+                    assert now == then, t
+            finally:
+                if bridge is not None:
+                    await bridge.stop()
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(WAIT_S):
+                            await bridge_task
+                daemon.request_stop()
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(WAIT_S):
+                        await task
+                task.cancel()
+    finally:
+        await sim.stop()

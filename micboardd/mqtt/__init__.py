@@ -2,7 +2,8 @@
 
 Modules: ``bridge`` (MqttBridge: composes the parts below, routes what the broker sends, HA replay),
 ``connection`` (one broker session at a time: TLS, will, v5 → 3.1.1 fallback, backoff), ``sync``
-(retained read-back at each connect, stale cleanup, catch-up), ``publisher`` (drains the mirror onto
+(retained read-back at each connect, catch-up), ``stale`` (which retained topics of ours are gone, and
+which wait until their device reports its channels), ``publisher`` (drains the mirror onto
 the broker, stats), ``mirror`` (hub → the retained topics, events and throttled meters wanted on the
 broker; no I/O), ``topics`` (topic layout and JSON payloads, pure), ``discovery`` (HA device-based
 discovery payloads, pure), ``commands`` (``…/set`` intake through the action layer), ``localbroker``

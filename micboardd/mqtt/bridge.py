@@ -12,6 +12,7 @@ message replays states after a delay, and ``…/set`` commands go to the action 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -33,6 +34,7 @@ from .topics import Topics
 
 log = logging.getLogger(__name__)
 
+HELD_RECHECK_S: Final = 30.0  # held topics are judged again at least this often (their device may leave the config)
 HA_BIRTH_DELAY_S: Final = 5.0  # give Home Assistant time to process discovery before states are replayed
 METER_TICK_S: Final = 0.1  # how often held-back meters are looked at again; well under the 1 s interval
 MAX_PENDING_COMMANDS: Final = 32  # commands waiting for a device echo at once; more is a flood, refused
@@ -63,7 +65,9 @@ class MqttBridge:
         self.ctx = DiscoveryContext(self.topics, daemon.version, config.mqtt.commands)
         self.stats = BridgeStats()
         wake = asyncio.Event()
-        self.mirror = TopicMirror(daemon.hub, config, self.topics, self.ctx, stats=self.stats, wake=wake.set)
+        self._held_wake = asyncio.Event()
+        self.mirror = TopicMirror(daemon.hub, config, self.topics, self.ctx, stats=self.stats, wake=wake.set,
+                                  held_changed=self._held_wake.set)
         self.intake = CommandIntake(self.topics, config.mqtt.commands, daemon.actions, self.mirror.emit)
         self.connection = BrokerConnection(
             daemon, self.config, self.topics, self.stats, client_id=self.client_id,
@@ -146,6 +150,7 @@ class MqttBridge:
                 tasks = [
                     tg.create_task(self._ingest(sub), name="mqtt-ingest"),
                     tg.create_task(self._meter_ingest(msub), name="mqtt-meters"),
+                    tg.create_task(self._judge_held(), name="mqtt-held"),
                 ]
                 self._conn_task = tg.create_task(self.connection.run(), name="mqtt-connection")
                 await self._stop.wait()
@@ -231,6 +236,16 @@ class MqttBridge:
             batch = await sub.get()
             self.mirror.guarded("a batch of changes", functools.partial(self.mirror.apply_changes, batch))
             await asyncio.sleep(0)  # let the publisher run between large batches
+
+    async def _judge_held(self) -> None:
+        """Clear held channel topics once their device reports a channel set without them (see ``stale``)."""
+        while True:
+            self._held_wake.clear()
+            due = self.mirror.rejudge_held(self.sync.inventory()) if self.mirror.held else None
+            timeout = None if not self.mirror.held else HELD_RECHECK_S if due is None else min(due, HELD_RECHECK_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._held_wake.wait()
 
     async def _meter_ingest(self, msub: MeterSubscription) -> None:
         interval = self.config.meter_interval_s

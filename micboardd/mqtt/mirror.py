@@ -1,10 +1,11 @@
 """What the broker should hold, derived from the hub: the bridge's bookkeeping, with no I/O.
 
 ``desired`` is every retained topic the bridge wants on the broker (``b""`` = clear it), ``sent`` what
-the broker holds as far as the bridge knows, ``dirty`` the topics where the two differ. Hub changes
-become ``desired`` payloads (only when the bytes change), alert changes and command outcomes become
-queued events, and meter readings become at most one pending message per channel, throttled to the
-meter interval and a deadband. :class:`~micboardd.mqtt.bridge.MqttBridge` drains it onto the broker.
+the broker holds as far as the bridge knows, ``dirty`` the topics where the two differ, ``held`` the
+broker's topics of known devices' channels, left alone until those devices report their channels.
+Hub changes become ``desired`` payloads (only when the bytes change), alert changes and command
+outcomes become queued events, and meter readings become at most one pending message per channel,
+throttled to the meter interval and a deadband. :class:`~micboardd.mqtt.bridge.MqttBridge` drains it onto the broker.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..config import Config
 from ..hub import Change, StateHub
 from ..model import Alert, Channel, Device, Kind, Meters, Slot
 from .discovery import DiscoveryContext, channel_config, channel_inputs, receiver_config
+from .stale import StaleJudge, Verdict
 from .topics import (
     TopicError,
     Topics,
@@ -84,7 +86,7 @@ class TopicMirror:
 
     def __init__(
         self, hub: StateHub, config: Config, topics: Topics, ctx: DiscoveryContext, *, stats: BridgeStats,
-        wake: Callable[[], None],
+        wake: Callable[[], None], held_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config.mqtt
         self.alert_defaults = config.alerts
@@ -93,6 +95,9 @@ class TopicMirror:
         self.stats = stats
         self._hub = hub
         self._wake = wake  # the publisher has something to do
+        self._held_changed = held_changed  # held topics, or the devices they belong to, changed: judge them again
+        self.judge = StaleJudge(hub, config.mqtt, topics)
+        self.held: dict[str, str] = {}  # retained topic on the broker, kept until its device says → device id
         self.online = False  # connected and in sync: meters are only worth queueing then
         self.desired: dict[str, bytes] = {}
         self.revision: dict[str, int] = {}
@@ -150,6 +155,7 @@ class TopicMirror:
 
     def put(self, owner: tuple[str, str], topic: str, payload: bytes, revision: int | None = None) -> None:
         self._owned.setdefault(owner, set()).add(topic)
+        self.held.pop(topic, None)
         if revision is not None:
             self.revision[topic] = revision
         if self.desired.get(topic) == payload:
@@ -163,7 +169,7 @@ class TopicMirror:
 
     def drop(self, owner: tuple[str, str]) -> None:
         """Clear every retained topic an entity owned (discovery first, so HA drops entities before state)."""
-        topics = sorted(self._owned.pop(owner, set()), key=lambda t: not t.startswith(self.topics.discovery_prefix))
+        topics = sorted(self._owned.pop(owner, set()), key=lambda t: not self._is_discovery(t))
         for topic in topics:
             self._disc_inputs.pop(topic, None)
             self.desired[topic] = b""
@@ -219,6 +225,9 @@ class TopicMirror:
                 self.guarded(f"slot {n}", functools.partial(self._slot, slot, self._hub.revision))
 
     def _device_change(self, change: Change, slots: set[int]) -> None:
+        self.judge.note_device(change.key, change.after)
+        if self.held and change.key in self.held.values():
+            self._held_changed()
         if change.after is None:
             self.drop(("device", change.key))
             return
@@ -382,46 +391,59 @@ class TopicMirror:
             self._wake()
 
     def reconcile(self, retained: dict[str, bytes], inventory: set[str]) -> None:
-        """After a (re)connect: what the broker holds becomes ``sent``; our stale topics are set to clear."""
+        """After a (re)connect: what the broker holds becomes ``sent``; our stale topics are set to clear.
+
+        Topics of a known device's channels that the hub does not hold yet are *held* (left as they
+        are) until the device reports its channel set: see :mod:`micboardd.mqtt.stale`.
+        """
         self.sent = {}
-        for topic, payload in retained.items():
+        self.held = {}
+        for topic, payload in sorted(retained.items(), key=lambda tp: not self._is_discovery(tp[0])):
             if topic == self.topics.status or not payload:
                 continue
             self.sent[topic] = payload
-            if topic not in self.desired and self.is_stale(topic, inventory):
-                log.info("clearing stale retained topic %s", topic)
-                self.stats.stale_cleared += 1
-                self.desired[topic] = b""
+            if topic not in self.desired:
+                self._judge(topic, inventory)
         for topic in [t for t, p in self.desired.items() if not p and t not in self.sent]:
             del self.desired[topic]  # a removal the broker no longer needs (it lost the topic already)
         self.dirty = {t: None for t, p in self.desired.items() if self.sent.get(t) != p}
         self.stats.skipped_identical += sum(1 for t, p in self.desired.items() if p and self.sent.get(t) == p)
+        if self.held:
+            log.info("keeping %d retained topics of %d devices until they report their channels", len(self.held),
+                     len(set(self.held.values())))
+            self._held_changed()
 
-    def is_stale(self, topic: str, inventory: set[str]) -> bool:
-        """Whether a retained topic of ours describes something that no longer exists."""
-        disc = self.topics.parse_discovery(topic)
-        if disc is not None:
-            disc_id, index = disc
-            if not self.config.discovery or disc_id not in inventory:
-                return True
-            return index is not None and self._channel_gone(disc_id, index)
-        kind, device_id, number, leaf = self.topics.classify(topic)
-        if kind == "device":
-            return device_id not in inventory
-        if kind == "channel" and device_id is not None and number is not None:
-            if device_id not in inventory or leaf == "meter":
-                return True
-            if leaf != "state" and not self.config.flat_topics:
-                return True
-            return self._channel_gone(device_id, number)
-        if kind == "slot" and number is not None:
-            return self._hub.get(Kind.SLOT, str(number)) is None
-        return False
+    def rejudge_held(self, inventory: set[str]) -> float | None:
+        """Judge the held topics again: clear those now known stale; seconds until a verdict may change."""
+        due: float | None = None
+        for topic in sorted(self.held, key=lambda t: not self._is_discovery(t)):
+            if topic not in self.sent or self.desired.get(topic):
+                del self.held[topic]  # the broker lost it, or the hub publishes it again
+                continue
+            wait = self._judge(topic, inventory)
+            if wait is not None:
+                due = wait if due is None else min(due, wait)
+        return due
 
-    def _channel_gone(self, device_id: str, index: int) -> bool:
-        """Only a connected device can tell us a channel no longer exists; until then keep its topics."""
-        dev = self._hub.device(device_id)
-        return dev is not None and dev.online and self._hub.channel(device_id, index) is None
+    def _is_discovery(self, topic: str) -> bool:
+        """Discovery goes first, so Home Assistant drops entities before the state they read."""
+        return topic.startswith(self.topics.discovery_prefix + "/")
+
+    def _judge(self, topic: str, inventory: set[str]) -> float | None:
+        """Clear, hold or keep one retained topic the hub does not publish; for a hold, when to look again."""
+        verdict, wait = self.judge.verdict(topic, inventory)
+        device_id = self.judge.device_of(topic)
+        if verdict is Verdict.HOLD and device_id is not None:
+            self.held[topic] = device_id
+            return wait
+        self.held.pop(topic, None)
+        if verdict is Verdict.CLEAR:
+            log.info("clearing stale retained topic %s", topic)
+            self.stats.stale_cleared += 1
+            self.desired[topic] = b""
+            self.dirty[topic] = None
+            self._wake()
+        return None
 
     def replay_states(self) -> None:
         """Send every retained state and availability again (discovery stays, it is retained)."""

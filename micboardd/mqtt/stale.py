@@ -1,0 +1,99 @@
+"""Which of our retained topics on the broker describe something gone, and which must wait to be judged.
+
+The broker's retained topics under our base and this site's discovery node are judged at each connect
+(:meth:`~micboardd.mqtt.mirror.TopicMirror.reconcile`) and again as devices report. A device that no
+config names and the hub does not hold is gone. A channel is gone only once its device is online and
+has said which channels it has: its channel count has held steady for :data:`CHANNEL_SET_SETTLE_S`
+and is below the channel's number. Until then the channel's topics are *held*: left on the broker
+exactly as they are, so a start with an empty store does not make Home Assistant delete and re-create
+devices (or Node-RED see them removed) whose channels are simply not read yet.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from typing import Final
+
+from ..config import MqttConfig
+from ..hub import StateHub
+from ..model import Device, Kind
+from .topics import Topics
+
+# Shure receivers of a model we do not list count their channels up as the replies come in (1, 2, …),
+# all within the first second of a session: only a count that held this long is the channel set.
+CHANNEL_SET_SETTLE_S: Final = 5.0
+
+
+class Verdict(enum.Enum):
+    """What to do with a retained topic of ours that the hub does not (yet) publish."""
+
+    KEEP = "keep"  # current, or not ours to judge
+    CLEAR = "clear"  # describes a device or channel that no longer exists
+    HOLD = "hold"  # a channel of a known device that has not said which channels it has: leave it, judge later
+
+
+class StaleJudge:
+    """Judges retained topics against the hub, the configured devices and each device's reported channel set."""
+
+    def __init__(
+        self, hub: StateHub, config: MqttConfig, topics: Topics, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self.topics = topics
+        self.settle_s = CHANNEL_SET_SETTLE_S  # a tunable that tests shorten
+        self._hub = hub
+        self._clock = clock
+        self._channel_sets: dict[str, tuple[int, float]] = {}  # online device → (channel count, reported since)
+
+    def note_device(self, device_id: str, dev: Device | None) -> None:
+        """Track since when an online device has reported its current channel count."""
+        if dev is None or not dev.online or dev.stale or dev.channel_count <= 0:
+            self._channel_sets.pop(device_id, None)
+            return
+        known = self._channel_sets.get(device_id)
+        if known is None or known[0] != dev.channel_count:
+            self._channel_sets[device_id] = (dev.channel_count, self._clock())
+
+    def device_of(self, topic: str) -> str | None:
+        """The device a topic of ours belongs to (None for bridge-wide and foreign topics)."""
+        disc = self.topics.parse_discovery(topic)
+        if disc is not None:
+            return disc[0]
+        return self.topics.classify(topic)[1]
+
+    def verdict(self, topic: str, inventory: set[str]) -> tuple[Verdict, float | None]:
+        """The verdict on a retained topic the hub does not publish, and for HOLD the seconds until it may change.
+
+        ``inventory`` holds the device ids whose topics are not stale: configured or in the hub.
+        """
+        disc = self.topics.parse_discovery(topic)
+        if disc is not None:
+            disc_id, index = disc
+            if not self.config.discovery or disc_id not in inventory:
+                return Verdict.CLEAR, None
+            return (Verdict.KEEP, None) if index is None else self._channel(disc_id, index)
+        kind, device_id, number, leaf = self.topics.classify(topic)
+        if kind == "device":
+            return (Verdict.KEEP if device_id in inventory else Verdict.CLEAR), None
+        if kind == "channel" and device_id is not None and number is not None:
+            if device_id not in inventory or leaf == "meter":
+                return Verdict.CLEAR, None
+            if leaf != "state" and not self.config.flat_topics:
+                return Verdict.CLEAR, None
+            return self._channel(device_id, number)
+        if kind == "slot" and number is not None:
+            return (Verdict.KEEP if self._hub.get(Kind.SLOT, str(number)) is not None else Verdict.CLEAR), None
+        return Verdict.KEEP, None
+
+    def _channel(self, device_id: str, index: int) -> tuple[Verdict, float | None]:
+        """A channel is gone only when its online device's settled channel count is below its number."""
+        if self._hub.channel(device_id, index) is not None:
+            return Verdict.KEEP, None
+        reported = self._channel_sets.get(device_id)
+        dev = self._hub.device(device_id)
+        if reported is None or dev is None or index <= reported[0]:
+            return Verdict.HOLD, None  # not online, channels not counted yet, or the device has this channel
+        wait = reported[1] + self.settle_s - self._clock()
+        return (Verdict.CLEAR, None) if wait <= 0 else (Verdict.HOLD, wait)

@@ -64,6 +64,9 @@ class ApiClient:
         self.origin = f"{url_host(config.host)}:{config.port}"
         self.base_url = f"https://{self.origin}/api/v1"
         self.http: httpx.AsyncClient | None = None
+        # requests wait for a slot *before* their timeout starts: a big fleet queueing behind a busy server
+        # must not look like a dead one
+        self._slots = asyncio.Semaphore(opt.parallel)
         self._ssl: ssl.SSLContext | None = None
         self._warned_insecure = False
 
@@ -154,9 +157,12 @@ class ApiClient:
         content = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
         try:
-            async with asyncio.timeout(self.opt.request_timeout_s):
-                async with client.stream(method, path, content=content, headers=headers) as resp:
-                    raw = await self._read_capped(resp, method, path)
+            async with (
+                self._slots,
+                asyncio.timeout(self.opt.request_timeout_s),
+                client.stream(method, path, content=content, headers=headers) as resp,
+            ):
+                raw = await self._read_capped(resp, method, path)
         except TimeoutError:
             raise RetryableError(f"{method} {path}: no answer within {self.opt.request_timeout_s:g} s") from None
         except httpx.HTTPError as exc:

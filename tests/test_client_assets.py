@@ -594,7 +594,7 @@ def test_blueprint_offers_exactly_the_rules_micboardd_raises() -> None:
     assert set(labels) == raised
 
 
-def test_blueprint_notifies_new_alerts_and_the_critical_escalation() -> None:
+def test_blueprint_notifies_new_alerts_and_escalations() -> None:
     bp = load_ha_yaml(BLUEPRINT)
     site = Site()
     raise_every_rule(site)
@@ -605,7 +605,7 @@ def test_blueprint_notifies_new_alerts_and_the_critical_escalation() -> None:
     calls = blueprint_run(bp, site)
     assert [(c["trigger"], c["title"]) for c in calls] == [
         ("raised", "Wireless mics: Low battery (warning)"),
-        ("critical_battery", "Wireless mics: Low battery (critical)"),
+        ("escalated", "Wireless mics: Low battery (critical, was warning)"),
         ("raised", "Wireless mics: Transmitter off (warning)"),
         ("raised", "Wireless mics: Receiver offline (critical)"),
         ("raised", "Wireless mics: Credentials rejected (critical)"),
@@ -623,8 +623,42 @@ def test_blueprint_inputs_narrow_what_notifies() -> None:
     only_offline = blueprint_run(bp, site, rules=["device_offline"], notify_action="notify.mobile_app_stage")
     assert [(c["action"], c["message"]) for c in only_offline] == [
         ("notify.mobile_app_stage", "Rack 1: offline (connect timeout)")]
-    no_escalation = blueprint_run(bp, site, notify_critical_battery=False)
+    no_escalation = blueprint_run(bp, site, notify_escalation=False)
     assert [c["trigger"] for c in no_escalation] == ["raised"] * 4
+
+
+def battery_runs_down(site: Site) -> None:
+    """A pack from full to empty: raised (warning), escalated (critical), then updates that do not escalate."""
+    site.receiver("rack1", "Rack 1")
+    site.apply(ChannelUpdate("rack1", 1, {"name": "Lead Vox"}, tx={"present": True, "battery_bars": 4}))
+    for bars in (2, 1, 0):  # warning one bar above the limit, critical at it, another bar lost while critical
+        site.apply(ChannelUpdate("rack1", 1, tx={"battery_bars": bars}))
+    site.apply(ChannelUpdate("rack1", 1, tx={"battery_bars": 1}))  # a flicker back up: still critical, quieter
+    site.apply(ChannelUpdate("rack1", 1, tx={"runtime_minutes": 5}))  # more detail, same severity
+
+
+def test_only_escalations_notify_twice() -> None:
+    site = Site()
+    battery_runs_down(site)
+    events = [(e["event"], e["escalated"], e["alert"]["message"]) for e in all_event_payloads(site)]
+    assert events == [
+        ("raised", False, "Lead Vox: battery 2/5 bars"),
+        ("updated", True, "Lead Vox: battery 1/5 bars"),
+        ("updated", False, "Lead Vox: battery 0/5 bars"),
+        ("updated", False, "Lead Vox: battery 1/5 bars"),
+    ]
+    bp = load_ha_yaml(BLUEPRINT)
+    calls = blueprint_run(bp, site)
+    assert [(c["trigger"], c["message"]) for c in calls] == [
+        ("raised", "Lead Vox: battery 2/5 bars"), ("escalated", "Lead Vox: battery 1/5 bars")]
+    run = run_flow(site.wire)
+    fn = function_names()["alerts"]
+    notified = [(m["event"], m["escalated"], m["previous"], m["payload"]) for m in run.outputs(fn, 0)]
+    assert notified == [
+        ("raised", False, None, "[WARNING] Low battery: Lead Vox: battery 2/5 bars"),
+        ("updated", True, {"severity": "warning", "state": "active"},
+         "[CRITICAL] Low battery: Lead Vox: battery 1/5 bars"),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- dashboard

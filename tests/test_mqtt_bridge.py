@@ -436,12 +436,19 @@ async def test_alert_events_active_list_and_slot_view(make_bridge: Factory, mosq
         assert (slot["performer"], slot["channel"], slot["channel_name"], slot["alert"]) == ("Ana", "rack1/2",
                                                                                            "RACK1 2", None)
         assert json.loads(c.last["micboard/main/alerts/active"]) == []
-        alert = Alert("low_battery:rack1/2", "low_battery", "rack1/2", Severity.CRITICAL, message="Ana: battery 1/5")
-        daemon.hub.apply([Put(alert), ChannelUpdate("rack1", 2, {}, {"battery_bars": 1})])
+        warning = Alert("low_battery:rack1/2", "low_battery", "rack1/2", Severity.WARNING, message="Ana: battery 2/5")
+        daemon.hub.apply([Put(warning), ChannelUpdate("rack1", 2, {}, {"battery_bars": 2})])
         await c.wait_for(lambda: json.loads(c.last.get("micboard/main/alerts/active", b"[]")))
         event = json.loads(c.last["micboard/main/alerts"])
         assert event["event"] == "raised" and event["alert"]["alert_id"] == "low_battery:rack1/2"
+        assert (event["previous"], event["escalated"]) == (None, False)
         assert c.retained["micboard/main/alerts"] is False
+        alert = Alert("low_battery:rack1/2", "low_battery", "rack1/2", Severity.CRITICAL, message="Ana: battery 1/5")
+        daemon.hub.apply([Put(alert), ChannelUpdate("rack1", 2, {}, {"battery_bars": 1})])
+        await c.wait_for(lambda: json.loads(c.last["micboard/main/alerts"])["event"] == "updated")
+        event = json.loads(c.last["micboard/main/alerts"])
+        assert event["escalated"] is True and event["previous"] == {"severity": "warning", "state": "active"}
+        assert event["alert"]["severity"] == "critical"
         await c.wait_for(lambda: json.loads(c.last["micboard/main/slots/3/state"])["alert"] == "critical")
         assert json.loads(c.last["micboard/main/slots/3/state"])["battery_low"] is True
         daemon.hub.apply([Put(Alert("low_battery:rack1/2", "low_battery", "rack1/2", Severity.CRITICAL,

@@ -184,6 +184,39 @@ def test_alert_events_name_the_transition() -> None:
     assert alert_event(cleared, None, 9)["event"] == "removed"
 
 
+def test_alert_events_say_what_changed_and_whether_it_escalated() -> None:
+    def low(severity: Severity, state: AlertState = AlertState.ACTIVE, message: str = "VOX: 2/5") -> Alert:
+        return Alert("low_battery:r/1", "low_battery", "r/1", severity, state, message)
+
+    raised = alert_event(None, low(Severity.WARNING), 1)
+    assert (raised["previous"], raised["escalated"]) == (None, False)
+    # Warning → critical is an escalation, although "critical" < "warning" as strings.
+    up = alert_event(low(Severity.WARNING), low(Severity.CRITICAL, message="VOX: 1/5"), 2)
+    assert up["event"] == "updated" and up["escalated"] is True
+    assert up["previous"] == {"severity": "warning", "state": "active"}
+    assert alert_event(low(Severity.INFO), low(Severity.WARNING), 3)["escalated"] is True
+    # Text only (runtime counting down) and a step down are not.
+    text = alert_event(low(Severity.CRITICAL), low(Severity.CRITICAL, message="VOX: 0/5"), 4)
+    assert (text["event"], text["escalated"]) == ("updated", False)
+    assert text["previous"] == {"severity": "critical", "state": "active"}
+    assert alert_event(low(Severity.CRITICAL), low(Severity.WARNING), 5)["escalated"] is False
+    # Worse than what was acknowledged: the engine makes it active again, and it is an escalation.
+    acked = low(Severity.WARNING, AlertState.ACKNOWLEDGED)
+    again = alert_event(acked, low(Severity.CRITICAL), 6)
+    assert (again["event"], again["escalated"]) == ("updated", True)
+    assert again["previous"] == {"severity": "warning", "state": "acknowledged"}
+    ack = alert_event(low(Severity.WARNING), acked, 7)
+    assert ack["event"] == "acknowledged" and ack["previous"] == {"severity": "warning", "state": "active"}
+    cleared = alert_event(acked, low(Severity.WARNING, AlertState.CLEARED), 8)
+    assert cleared["event"] == "cleared" and cleared["previous"] == {"severity": "warning", "state": "acknowledged"}
+    assert cleared["escalated"] is False
+    # A re-raise after clearing is new, and a removal's alert is already the last one.
+    assert alert_event(low(Severity.WARNING, AlertState.CLEARED), low(Severity.CRITICAL), 9)["previous"] is None
+    removed = alert_event(low(Severity.CRITICAL, AlertState.CLEARED), None, 10)
+    assert (removed["event"], removed["previous"], removed["escalated"]) == ("removed", None, False)
+    assert json.loads(encode(up)) == up, "plain JSON"
+
+
 # ---------------------------------------------------------------------------------------------- meters
 
 

@@ -26,7 +26,8 @@ topic                                        retained  payload
 ``slots/<n>/state``                          yes       performer, channel, battery, rf/audio summary,
                                                        alerts
 ``alerts``                                   no        ``{"event": raised|updated|acknowledged|cleared|
-                                                       removed, "alert": {…}}``
+                                                       removed, "escalated": bool, "previous":
+                                                       {"severity", "state"}|null, "alert": {…}}``
 ``alerts/active``                            yes       list of live alerts
 ``errors`` / ``results``                     no        refused or failed commands / command outcomes
 ``bridge/sync``                              no        the bridge's own marker at each (re)connect

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..config import Config
-from ..model import Alert, AlertState, Channel, Device, Meters, Severity, Slot, to_dict, valid_id
+from ..model import Alert, AlertState, Channel, Device, Meters, Slot, to_dict, valid_id
 
 SCHEMA: Final = "micboardd/1"  # MQTT v5 user property on every state message; bump on breaking payload changes
 MAX_CHANNEL_INDEX: Final = 999  # receivers have 1..16 channels; anything longer in a topic is not ours
@@ -381,7 +381,7 @@ def slot_payload(  # noqa: PLR0917 - one argument per source of the slot's view
     """The board's view of one slot: who, on which channel, and whether anything is wrong."""
     live = sorted(
         (a for a in alerts if a.state is not AlertState.CLEARED),
-        key=lambda a: (-_severity_rank(a.severity), a.alert_id),
+        key=lambda a: (-a.severity.rank, a.alert_id),
     )
     tx = ch.tx if ch is not None else None
     return {
@@ -407,17 +407,19 @@ def slot_payload(  # noqa: PLR0917 - one argument per source of the slot's view
     }
 
 
-def _severity_rank(sev: Severity) -> int:
-    return {Severity.CRITICAL: 3, Severity.WARNING: 2, Severity.INFO: 1}.get(sev, 0)
-
-
 def active_alerts_payload(alerts: Iterable[Alert]) -> list[dict[str, Any]]:
     live = [a for a in alerts if a.state is not AlertState.CLEARED]
     return [to_dict(a) for a in sorted(live, key=lambda a: a.alert_id)]
 
 
 def alert_event(before: Alert | None, after: Alert | None, revision: int) -> dict[str, Any]:
-    """``raised`` / ``updated`` / ``acknowledged`` / ``cleared`` / ``removed`` with the alert itself."""
+    """``raised`` / ``updated`` / ``acknowledged`` / ``cleared`` / ``removed`` with the alert itself.
+
+    ``previous`` is the severity and state the alert had before an ``updated``, ``acknowledged`` or
+    ``cleared`` event (null for ``raised``, and for ``removed``, whose ``alert`` is already the last
+    one); ``escalated`` says whether this event raised the severity, so a consumer can tell an
+    escalation from a change of text (runtime counting down, a performer assigned).
+    """
     if after is None:
         event = "removed"
     elif before is None or (before.state is AlertState.CLEARED and after.state is not AlertState.CLEARED):
@@ -429,4 +431,10 @@ def alert_event(before: Alert | None, after: Alert | None, revision: int) -> dic
     else:
         event = "updated"
     shown = after if after is not None else before
-    return {"event": event, "revision": revision, "alert": to_dict(shown) if shown is not None else None}
+    previous = None
+    escalated = False
+    if event in ("updated", "acknowledged", "cleared") and before is not None and after is not None:
+        previous = {"severity": before.severity.value, "state": before.state.value}
+        escalated = after.severity.rank > before.severity.rank  # by rank: as strings "critical" < "warning"
+    return {"event": event, "revision": revision, "escalated": escalated, "previous": previous,
+            "alert": to_dict(shown) if shown is not None else None}

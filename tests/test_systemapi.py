@@ -309,6 +309,14 @@ async def test_malformed_event_is_logged_and_the_session_survives(caplog: pytest
         rx = sim.by_model("ULXD4D")
         sim.rename(rx.device_id, "After Garbage")
         await wait_until(lambda: device(hub, child_id(rx)).name == "After Garbage", what="event after garbage")
+        sim.set_fault(SimFault.GARBAGE)  # every event cut in half for a while
+        sim.rename(rx.device_id, "Lost")
+        sim.set_mute(rx.device_id, 1, True)
+        await wait_until(lambda: sum("malformed event" in r.getMessage() for r in caplog.records) >= 3,
+                         what="more malformed events")
+        sim.set_fault(None)
+        sim.rename(rx.device_id, "Found")
+        await wait_until(lambda: device(hub, child_id(rx)).name == "Found", what="events after the garbage fault")
         assert sup.sessions == 1
         text = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
         assert "malformed event" in text and f"127.0.0.1:{sim.port}" in text and "DEVICE_NAME" in text
@@ -370,6 +378,17 @@ async def test_wrong_key_is_an_auth_error_without_the_key(caplog: pytest.LogCapt
         assert "wrong-key" not in err and "right-key" not in err
         assert all("wrong-key" not in r.getMessage() for r in caplog.records)
         assert not [d for d in hub.all(Kind.DEVICE) if d.parent == SERVER]
+
+
+async def test_a_key_regenerated_mid_session_is_an_auth_error() -> None:
+    async with simulator() as sim, supervised(config(sim)) as (_sup, hub):
+        await up(hub, sim)
+        sim.set_fault(SimFault.WRONG_KEY)  # the service was reinstalled: the shared key changed
+        await wait_until(lambda: kind_of(hub, SERVER) is ErrorKind.AUTH, what="auth error at the next re-read")
+        rid = child_id(sim.by_model("ULXD4D"))
+        assert state_of(hub, rid) is ConnState.OFFLINE
+        sim.set_fault(None)
+        await wait_until(lambda: state_of(hub, rid) is ConnState.ONLINE, what="back with the right key", timeout=8)
 
 
 async def test_missing_key_names_the_fix() -> None:
@@ -442,8 +461,9 @@ async def test_commands_through_the_action_runner_are_verified() -> None:
         # the server itself has no controls; an offline child refuses
         assert not sup.supports(Identify(), SERVER)
         off = child_id(sim.by_model("ULXD4Q"))
+        assert sup.supports(RenameDevice("x"), off)  # it lists the capability…
         results = await actions.run(OPERATOR, [(off, RenameDevice("x"))])
-        assert results[0].error in (CommandErrorReason.OFFLINE, CommandErrorReason.UNSUPPORTED)
+        assert results[0].error is CommandErrorReason.OFFLINE  # …but is not reachable now
 
 
 async def test_identify_stops_by_itself() -> None:

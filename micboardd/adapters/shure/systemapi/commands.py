@@ -56,7 +56,9 @@ class Commander:
         return child
 
     def supports(self, child_id: str, command: Command) -> bool:
-        child = self._child(child_id)
+        """By the capabilities last listed, whatever the device's state: an offline device's plan step
+        then fails as "offline" (the supervisor checks), not as "has no such control"."""
+        child = self.inv.by_child_id(child_id)
         if child is None:
             return False
         match command:

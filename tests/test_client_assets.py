@@ -34,6 +34,7 @@ CLIENTS = Path(__file__).resolve().parent.parent / "clients"
 FLOW = CLIENTS / "node-red" / "micboardd-flow.json"
 BLUEPRINT = CLIENTS / "homeassistant" / "blueprints" / "micboardd_low_battery.yaml"
 DASHBOARD = CLIENTS / "homeassistant" / "dashboard.yaml"
+HA_README = CLIENTS / "homeassistant" / "README.md"
 NODE_TIMEOUT_S = 30  # one Node.js process runs every function node over the whole show; it takes well under 1 s
 
 
@@ -671,10 +672,16 @@ def ha_slug(text: str) -> str:
 
 @dataclass
 class FakeHomeAssistant:
-    """Device and entity registry plus states, built from micboardd's discovery configs as HA would."""
+    """Device and entity registry plus states, built from micboardd's discovery configs as HA would.
+
+    Entity ids as ``reference/integrations.md`` §8 found them: Home Assistant 2026.11 takes a
+    component's ``default_entity_id``; 2025.4 ignores it (``honours_default_entity_id=False``) and,
+    like both without one, builds the id from the device name and the entity name.
+    """
 
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     entities: dict[str, dict[str, Any]] = field(default_factory=dict)  # entity_id → device, state, attributes
+    honours_default_entity_id: bool = True
 
     def discover(self, site: Site) -> None:
         retained = site.retained
@@ -689,7 +696,8 @@ class FakeHomeAssistant:
                                     "name_by_user": None}
             available = all(retained.get(a["t"]) == b"online" for a in cfg["avty"])
             for comp in cfg["cmps"].values():
-                entity_id = f"{comp['p']}.{ha_slug(cfg['dev']['name'] + ' ' + comp['name'])}"
+                entity_id = comp.get("default_entity_id") if self.honours_default_entity_id else None
+                entity_id = entity_id or f"{comp['p']}.{ha_slug(cfg['dev']['name'] + ' ' + comp['name'])}"
                 while entity_id in self.entities:
                     entity_id += "_2"
                 state: str | None = None
@@ -783,15 +791,46 @@ def test_dashboard_board_explains_an_empty_site() -> None:
     assert "No micboardd channels for site **main**" in FakeHomeAssistant().render(board["content"])
 
 
-def test_dashboard_example_entity_ids_follow_home_assistants_naming_of_our_entities() -> None:
+def test_dashboard_example_entity_ids_are_the_stable_ids_micboardd_sets() -> None:
     main, _ = dashboard_sites()
     ha = FakeHomeAssistant()
     ha.discover(main)
     dash = load_ha_yaml(DASHBOARD)
     examples = [e["entity"] for v in dash["views"] for c in v["cards"] if c["type"] != "markdown"
                 for e in c.get("entities", [])]
-    assert examples and all("lead_vox" in e for e in examples)
+    assert examples and all(e.split(".")[1].startswith("micboard_main_rack1_1_") for e in examples)
     assert set(examples) <= set(ha.entities), set(examples) - set(ha.entities)
-    # The naming the README and the dashboard comments promise for an unnamed channel.
-    assert {"sensor.rack_1_ch2_battery", "binary_sensor.rack_1_ch2_battery_low", "sensor.rack_1_connection"} <= set(
-        ha.entities)
+    # They follow config (site, device id, channel), never a name: renaming the channel changes none.
+    main.apply(ChannelUpdate("rack1", 1, {"name": "Choir"}))
+    renamed = FakeHomeAssistant()
+    renamed.discover(main)
+    assert set(renamed.entities) == set(ha.entities)
+    # The ids the README promises, for the receiver and an unnamed channel too.
+    assert {"sensor.micboard_main_rack1_2_battery", "binary_sensor.micboard_main_rack1_2_battery_low",
+            "sensor.micboard_main_rack1_connection", "sensor.micboard_main_rack1_10_runtime"} <= set(ha.entities)
+
+
+def test_without_default_entity_id_support_ids_come_from_names() -> None:
+    """Home Assistant before 2025.10 ignores default_entity_id: the README's fallback naming."""
+    main, _ = dashboard_sites()
+    old = FakeHomeAssistant(honours_default_entity_id=False)
+    old.discover(main)
+    assert {"sensor.lead_vox_battery", "sensor.rack_1_ch2_battery", "binary_sensor.rack_1_ch2_battery_low",
+            "sensor.rack_1_connection"} <= set(old.entities)
+    # The board finds channels through the device registry, not entity ids: the same rows either way.
+    board = next(c for v in load_ha_yaml(DASHBOARD)["views"] for c in v["cards"] if c["type"] == "markdown")
+    new = FakeHomeAssistant()
+    new.discover(main)
+    assert old.render(board["content"]) == new.render(board["content"])
+
+
+def test_readme_names_only_entity_ids_discovery_creates() -> None:
+    main, _ = dashboard_sites()
+    main.receiver("ulxd4q-1", "ULX-D quad")
+    main.apply(ChannelUpdate("ulxd4q-1", 3, {"name": "Keys"}))
+    ha = FakeHomeAssistant()
+    ha.discover(main)  # with every command class on: identify, rename and mute entities too
+    text = HA_README.read_text(encoding="utf-8")
+    named = set(re.findall(r"\b((?:sensor|binary_sensor|button|text|switch)\.micboard_[a-z0-9_]+)\b", text))
+    assert len(named) >= 15
+    assert named <= set(ha.entities), sorted(named - set(ha.entities))

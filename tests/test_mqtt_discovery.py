@@ -4,7 +4,9 @@
 Assistant 2026.11 and 2025.4): no unknown top-level keys, ``o.name``, ``dev.ids`` (or connections),
 ``unique_id`` and ``qos`` on every component, device classes only with the units they allow, enum
 sensors with options and without unit or state class, read-only entities never in the ``config``
-category. The validator is tested on bad payloads first, so a pass means something.
+category, a ``default_entity_id`` that is a valid entity id of the component's own platform and no
+``object_id`` (ignored from 2026.4 on). The validator is tested on bad payloads first, so a pass
+means something.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ ABBREV = {
     "pl_off": "payload_off", "stat_on": "state_on", "stat_off": "state_off",
     "sug_dsp_prc": "suggested_display_precision",
     "ic": "icon", "exp_aft": "expire_after", "frc_upd": "force_update", "json_attr_t": "json_attributes_topic",
-    "json_attr_tpl": "json_attributes_template", "obj_id": "object_id", "ret": "retain", "opt": "optimistic",
-    "t": "topic",
+    "json_attr_tpl": "json_attributes_template", "obj_id": "object_id", "def_ent_id": "default_entity_id",
+    "ret": "retain", "opt": "optimistic", "t": "topic",
 }
 DEVICE_ABBREV = {
     "ids": "identifiers", "cns": "connections", "mf": "manufacturer", "mdl": "model", "mdl_id": "model_id",
@@ -86,6 +88,9 @@ BINARY_CLASSES = {"battery", "problem", "connectivity", "running", "power", "saf
 BUTTON_CLASSES = {"identify", "restart", "update"}
 STATE_CLASSES = {"measurement", "total", "total_increasing", "measurement_angle"}
 ID_CHARS = re.compile(r"^[a-zA-Z0-9_-]+$")
+# homeassistant.core.valid_entity_id: slugs of [a-z0-9_], no "__" anywhere, no "_" at either end of a part.
+_HA_OBJECT_ID = r"(?!_)[\da-z_]+(?<!_)"
+HA_ENTITY_ID = re.compile(r"^(?!.+__)" + _HA_OBJECT_ID + r"\." + _HA_OBJECT_ID + r"$")
 
 
 def _expand(d: dict[str, Any], table: dict[str, str]) -> dict[str, Any]:
@@ -160,6 +165,14 @@ def _validate_component(key: str, comp: Any) -> list[str]:
     out += [f"unknown option {k!r} for a {platform}" for k in c if k not in allowed]
     if not isinstance(c.get("unique_id"), str) or not c["unique_id"]:
         out.append("unique_id (uniq_id) is required")
+    if "object_id" in c:
+        out.append("object_id is deprecated and ignored from Home Assistant 2026.4 on: use default_entity_id")
+    entity_id = c.get("default_entity_id")
+    if entity_id is not None:
+        if not isinstance(entity_id, str) or not HA_ENTITY_ID.match(entity_id):
+            out.append(f"default_entity_id {entity_id!r} is not a valid entity id ([a-z0-9_], no '__')")
+        elif entity_id.partition(".")[0] != platform:
+            out.append(f"default_entity_id {entity_id!r} is not a {platform} entity id")
     if c.get("qos") not in (0, 1, 2):
         out.append("qos must be set per component (a top-level qos is not passed down)")
     if "enabled_by_default" in c and not isinstance(c["enabled_by_default"], bool):
@@ -244,6 +257,12 @@ def _payloads(commands: MqttCommandsConfig) -> dict[str, bytes]:
         (lambda p: p["cmps"]["tx_state"].__setitem__("stat_cla", "measurement"), "enum sensor cannot have"),
         (lambda p: p["cmps"]["name"].__setitem__("ent_cat", "config"), "read-only entity"),
         (lambda p: p["cmps"]["battery"].__setitem__("bogus", 1), "unknown option 'bogus'"),
+        (lambda p: p["cmps"]["battery"].__setitem__("obj_id", "lead_vox_battery"), "object_id is deprecated"),
+        (lambda p: p["cmps"]["battery"].__setitem__("default_entity_id", "sensor.Lead_Vox"), "not a valid entity"),
+        (lambda p: p["cmps"]["battery"].__setitem__("default_entity_id", "sensor.rack__1"), "not a valid entity"),
+        (lambda p: p["cmps"]["battery"].__setitem__("default_entity_id", "sensor.rack1_"), "not a valid entity"),
+        (lambda p: p["cmps"]["battery"].__setitem__("default_entity_id", "rack1_battery"), "not a valid entity"),
+        (lambda p: p["cmps"]["battery"].__setitem__("default_entity_id", "binary_sensor.x"), "not a sensor entity"),
     ],
 )
 def test_validator_rejects_what_home_assistant_rejects(mutate: Any, expect: str) -> None:
@@ -266,6 +285,45 @@ def test_every_discovery_payload_is_accepted(commands: MqttCommandsConfig) -> No
         assert validate_ha_device_config(topic, raw) == [], topic
         unique_ids += [c["uniq_id"] for c in json.loads(raw)["cmps"].values()]
     assert len(unique_ids) == len(set(unique_ids)), "unique_id collision inside one site"
+
+
+def test_every_entity_gets_a_stable_default_entity_id() -> None:
+    payloads = _payloads(ALL_COMMANDS)
+    ids: list[str] = []
+    for topic, raw in payloads.items():
+        for key, comp in json.loads(raw)["cmps"].items():
+            assert "object_id" not in comp and "obj_id" not in comp
+            ids.append(comp["default_entity_id"])
+            n = TOPICS.parse_discovery(topic)[1]  # type: ignore[index]
+            where = "rack1" if n is None else f"rack1_{n}"
+            assert comp["default_entity_id"] == f"{comp['p']}.micboard_main_{where}_{key}"
+    assert len(ids) == len(set(ids))
+    assert "sensor.micboard_main_rack1_2_battery" in ids and "button.micboard_main_rack1_identify" in ids
+    # Never from a name: a renamed channel or receiver keeps every id.
+    ctx = DiscoveryContext(TOPICS, "0.1.0", ALL_COMMANDS)
+    renamed = channel_config(ctx, _dev(name="Stage Left"), _ch(2, name="Choir + Brass"))
+    original = channel_config(ctx, _dev(), _ch(2))
+    assert [c["default_entity_id"] for c in renamed["cmps"].values()] == [
+        c["default_entity_id"] for c in original["cmps"].values()]
+
+
+@pytest.mark.parametrize(
+    ("site", "device_id", "index", "expect"),
+    [
+        ("main", "ulxd4q-1", 3, "sensor.micboard_main_ulxd4q_1_3_battery"),
+        ("north-wing", "ewdx-em4-1", 1, "sensor.micboard_north_wing_ewdx_em4_1_1_battery"),
+        ("main", "rack--1-", 2, "sensor.micboard_main_rack_1_2_battery"),  # no "__", no trailing "_"
+        ("main", "-_-", 12, "sensor.micboard_main_12_battery"),
+    ],
+)
+def test_entity_ids_map_every_id_character_ha_refuses(site: str, device_id: str, index: int, expect: str) -> None:
+    topics = Topics(base=f"micboard/{site}", site=site)
+    ctx = DiscoveryContext(topics, "0.1.0", ALL_COMMANDS)
+    cfg = channel_config(ctx, _dev(device_id=device_id), Channel(device_id, index, name="X"))
+    assert cfg["cmps"]["battery"]["default_entity_id"] == expect
+    assert validate_ha_device_config(topics.channel_discovery(device_id, index), json.dumps(cfg)) == []
+    rx = receiver_config(ctx, _dev(device_id=device_id))
+    assert validate_ha_device_config(topics.receiver_discovery(device_id), json.dumps(rx)) == []
 
 
 def test_channel_entities_carry_the_classes_units_and_categories_the_issue_lists() -> None:

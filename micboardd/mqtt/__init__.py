@@ -37,5 +37,6 @@ topic                                        retained  payload
 ===========================================  ========  ==================================================
 
 Home Assistant: ``<prefix>/device/micboardd_<site>/rx_<id>/config`` per receiver and
-``<prefix>/device/micboardd_<site>/ch<n>_<id>/config`` per channel (``via_device`` its receiver).
+``<prefix>/device/micboardd_<site>/ch<n>_<id>/config`` per channel (``via_device`` its receiver);
+every entity suggests the stable id ``<platform>.micboard_<site>_<id>[_<n>]_<component>``.
 """

@@ -5,13 +5,17 @@ documented keys at the top level (device, origin, availability, components); ``o
 ``device.identifiers`` and a ``unique_id`` + ``qos`` on every component; device classes only with
 the units they allow; ``enum`` sensors with options and no unit or state class. Identifiers and
 unique ids carry the site, and ``:``/``/`` (never part of an id) separate their parts, so two
-daemons or two devices can never produce the same one.
+daemons or two devices can never produce the same one. Every component suggests a stable
+``default_entity_id`` built from the site, device id, channel and component key, never from a
+name (Home Assistant 2025.10+ uses it when it first registers the entity; ``object_id``, which it
+replaced, is ignored from 2026.4 on and is not sent).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -46,6 +50,33 @@ def receiver_identifier(site: str, device_id: str) -> str:
 
 def channel_identifier(site: str, device_id: str, index: int) -> str:
     return f"micboardd:{site}:{device_id}/{index}"
+
+
+_NOT_OBJECT_ID: Final = re.compile(r"[^a-z0-9_]+")
+
+
+def entity_object_id(*parts: str) -> str:
+    """An entity object id Home Assistant accepts: ``[a-z0-9_]``, no ``__``, no ``_`` at either end.
+
+    Those are the rules of ``homeassistant.core.valid_entity_id``; our ids allow ``-``, which becomes ``_``.
+    """
+    return re.sub("_+", "_", _NOT_OBJECT_ID.sub("_", "_".join(parts).lower())).strip("_")
+
+
+def receiver_entity_id(platform: str, site: str, device_id: str, component: str) -> str:
+    """``<platform>.micboard_<site>_<device_id>_<component>``, e.g. ``sensor.micboard_main_rack1_connection``."""
+    return f"{platform}.{entity_object_id('micboard', site, device_id, component)}"
+
+
+def channel_entity_id(platform: str, site: str, device_id: str, index: int, component: str) -> str:
+    """``<platform>.micboard_<site>_<device_id>_<n>_<component>``, e.g. ``sensor.micboard_main_rack1_2_battery``."""
+    return f"{platform}.{entity_object_id('micboard', site, device_id, str(index), component)}"
+
+
+def _with_entity_ids(cmps: dict[str, Any], entity_id: Callable[[str, str], str]) -> None:
+    """Add each component's ``default_entity_id`` (``entity_id(platform, component key)``)."""
+    for key, comp in cmps.items():
+        comp["default_entity_id"] = entity_id(comp["p"], key)
 
 
 def _origin(ctx: DiscoveryContext) -> dict[str, Any]:
@@ -109,6 +140,7 @@ def receiver_config(ctx: DiscoveryContext, dev: Device) -> dict[str, Any]:
                 cmd_t=t.device_command(dev.device_id, "name"), stat_t=state,
                 val_tpl=_tpl("value_json.name"), max=NAME_MAX, ent_cat="config",
             )
+    _with_entity_ids(cmps, lambda p, key: receiver_entity_id(p, ctx.site, dev.device_id, key))
     return {"dev": dev_info, "o": _origin(ctx), "avty": _availability(ctx, dev.device_id), "avty_mode": "all",
             "cmps": cmps}
 
@@ -199,6 +231,7 @@ def channel_config(ctx: DiscoveryContext, dev: Device | None, ch: Channel) -> di
                 val_tpl=_tpl("'None' if value_json.muted is none else ('ON' if value_json.muted else 'OFF')"),
                 ic="mdi:volume-off", ent_cat="config",
             )
+    _with_entity_ids(cmps, lambda p, key: channel_entity_id(p, ctx.site, did, n, key))
     return {"dev": dev_info, "o": _origin(ctx), "avty": _availability(ctx, did), "avty_mode": "all", "cmps": cmps}
 
 

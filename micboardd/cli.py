@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     sim = sub.add_parser("simulate", help="run simulated receivers only (for a daemon started elsewhere)")
-    sim.add_argument("--family", default="all", help="shure, sscv2, sscv1, mcp or all")
+    sim.add_argument("--family", default="all", help="shure, sscv2, sscv1, mcp, systemapi or all (comma-separated)")
     sim.add_argument("--models", default="", help="comma-separated Shure models (default: one of each)")
     sim.add_argument("--count", type=int, default=0, help="number of Shure receivers (cycling the models)")
     sim.add_argument("--base-host", default="127.0.20.1", help="first loopback address; one per receiver")

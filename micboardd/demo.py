@@ -25,6 +25,7 @@ log = logging.getLogger("micboardd.demo")
 
 # One of each 2202 family the adapters speak; UHF-R and PSM1000 show the framing variants.
 DEMO_SHURE_MODELS: Final = ("ULXD4Q", "QLXD4", "SLXD4D", "AD4Q", "AD4D", "P10T", "UR4D")
+ALL_FAMILIES: Final = ("shure", "sscv2", "sscv1", "mcp", "systemapi")
 PROBE_TIMEOUT_S: Final = 0.5  # a broker on loopback answers at once or is not there
 
 
@@ -51,7 +52,7 @@ class SimSet:
 
 async def start_simulators(
     *,
-    families: Sequence[str] = ("shure", "sscv2", "sscv1", "mcp"),
+    families: Sequence[str] = ALL_FAMILIES,
     shure_models: Sequence[str] = DEMO_SHURE_MODELS,
     base_host: str = "127.0.20.1",
     lively: bool = True,
@@ -122,6 +123,21 @@ async def start_simulators(
             )
         except Exception:
             log.exception("MCP (G3/G4) simulator unavailable; the demo runs without it")
+    if "systemapi" in families:
+        try:
+            from .simulators.shure_systemapi import SystemApiSim  # noqa: PLC0415
+
+            host = nth_address(base_host, n)
+            n += 1
+            sysapi = SystemApiSim(host=host, port=0, api_key="demo", seed=seed, lively=lively)
+            await sysapi.start()
+            out.sims.append(sysapi)
+            out.devices.append(
+                {"id": "shure-sysapi-1", "family": "systemapi", "host": host, "port": sysapi.port,
+                 "password": "demo", "tls_ca_file": str(sysapi.ca_file)}
+            )
+        except Exception:
+            log.exception("Shure System API simulator unavailable; the demo runs without it")
     return out
 
 
@@ -218,7 +234,7 @@ async def run_demo(args: argparse.Namespace) -> None:
 
 
 async def run_simulators(args: argparse.Namespace) -> None:
-    families = ("shure", "sscv2", "sscv1", "mcp") if args.family == "all" else tuple(args.family.split(","))
+    families = ALL_FAMILIES if args.family == "all" else tuple(args.family.split(","))
     models = [m.strip() for m in args.models.split(",") if m.strip()] or list(DEMO_SHURE_MODELS)
     if args.count:
         models = [models[i % len(models)] for i in range(args.count)]

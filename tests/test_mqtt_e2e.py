@@ -219,7 +219,7 @@ async def test_a_second_start_with_an_empty_store_does_not_touch_the_channel_top
         channel_topics = {t for t in before if "/channels/em4/" in t or "/micboardd_e2e/ch" in t}
         assert len(channel_topics) == 8
 
-        sim.fault.delay_s = 0.3  # every reply: identity, site and then each channel read come slowly
+        sim.fault.delay_s = 0.5  # every reply: identity, site and then each channel read come slowly
         daemon = Daemon(config(2), enable_api=False, enable_mqtt=False)
         task = asyncio.create_task(daemon.run())
         bridge: MqttBridge | None = None

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -582,3 +583,48 @@ async def test_channels_a_receiver_no_longer_has_are_cleared_once_it_has_counted
     after = await retained_snapshot(mosquitto, ["#"])
     assert {t for t in after if "rack2" in t} == {t for t in before if "rack2" in t}
     assert not gone & set(after)
+
+
+async def test_devices_behind_a_known_parent_wait_until_it_could_have_listed_them(
+    make_bridge: Factory, mosquitto: LocalMosquitto  # noqa: F811
+) -> None:
+    """Devices behind a System API server are in no config: with an empty store the hub learns them late."""
+
+    def child(daemon: Daemon, device_id: str, parent: str) -> None:
+        daemon.hub.apply([DeviceUpdate(device_id, {"parent": parent})])
+        rack(daemon, device_id, 1, model="ULXD4")
+
+    daemon1, bridge1 = await make_bridge(devices=("sysapi",))
+    daemon1.hub.apply([_receiver("sysapi", "SYSTEM API")])
+    child(daemon1, "sysapi-a", "sysapi")
+    child(daemon1, "sysapi-b", "sysapi")
+    child(daemon1, "orphan", "old-server")  # its server is in no config any more
+    await wait_synced(bridge1)
+    await bridge1.stop()
+    before = await retained_snapshot(mosquitto, ["#"])
+    topics_of = {d: {t for t in before if f"/{d}/" in t or t.endswith(f"_{d}/config")}
+                 for d in ("sysapi-a", "sysapi-b", "orphan")}
+    assert all(len(ts) == 5 for ts in topics_of.values()), topics_of  # state, availability, channel, 2 configs
+
+    settle = 1.0
+    async with Collector(mosquitto, ["#"]) as watcher:
+        await watcher.sync()
+        seen = len(watcher.log)
+        daemon2, bridge2 = await make_bridge(devices=("sysapi",), start=False)
+        bridge2.mirror.judge.children_settle_s = settle  # the bridge task has not run yet
+        await wait_synced(bridge2)
+        # The orphan goes at once; the server's devices wait, the server not being online yet.
+        await watcher.wait_for(lambda: not topics_of["orphan"] & set(watcher.last), what="orphan cleared")
+        assert set(bridge2.mirror.held) == topics_of["sysapi-a"] | topics_of["sysapi-b"]
+        # The server comes online and lists device a; device b it no longer has.
+        online_at = time.monotonic()  # the collector's clock
+        daemon2.hub.apply([_receiver("sysapi", "SYSTEM API")])
+        child(daemon2, "sysapi-a", "sysapi")
+        await wait_synced(bridge2)
+        await watcher.wait_for(lambda: not topics_of["sysapi-b"] & set(watcher.last), what="device b cleared")
+        cleared = {t: ts for ts, t, p, _ in watcher.log[seen:] if not p}
+        assert set(cleared) == topics_of["orphan"] | topics_of["sysapi-b"]
+        assert min(cleared[t] for t in topics_of["sysapi-b"]) - online_at >= settle * 0.9
+        assert not bridge2.mirror.held
+    after = await retained_snapshot(mosquitto, ["#"])
+    assert {t: after.get(t) for t in topics_of["sysapi-a"]} == {t: before[t] for t in topics_of["sysapi-a"]}

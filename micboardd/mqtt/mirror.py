@@ -98,6 +98,7 @@ class TopicMirror:
         self._held_changed = held_changed  # held topics, or the devices they belong to, changed: judge them again
         self.judge = StaleJudge(hub, config.mqtt, topics)
         self.held: dict[str, str] = {}  # retained topic on the broker, kept until its device says → device id
+        self._held_watch: set[str] = set()  # devices whose changes may decide a held topic (and their parents)
         self.online = False  # connected and in sync: meters are only worth queueing then
         self.desired: dict[str, bytes] = {}
         self.revision: dict[str, int] = {}
@@ -226,7 +227,7 @@ class TopicMirror:
 
     def _device_change(self, change: Change, slots: set[int]) -> None:
         self.judge.note_device(change.key, change.after)
-        if self.held and change.key in self.held.values():
+        if self.held and change.key in self._held_watch:
             self._held_changed()
         if change.after is None:
             self.drop(("device", change.key))
@@ -398,6 +399,7 @@ class TopicMirror:
         """
         self.sent = {}
         self.held = {}
+        self.judge.learn_parents(retained)
         for topic, payload in sorted(retained.items(), key=lambda tp: not self._is_discovery(tp[0])):
             if topic == self.topics.status or not payload:
                 continue
@@ -408,9 +410,10 @@ class TopicMirror:
             del self.desired[topic]  # a removal the broker no longer needs (it lost the topic already)
         self.dirty = {t: None for t, p in self.desired.items() if self.sent.get(t) != p}
         self.stats.skipped_identical += sum(1 for t, p in self.desired.items() if p and self.sent.get(t) == p)
+        self._watch_held()
         if self.held:
-            log.info("keeping %d retained topics of %d devices until they report their channels", len(self.held),
-                     len(set(self.held.values())))
+            log.info("keeping %d retained topics of %d devices until they report themselves and their channels",
+                     len(self.held), len(set(self.held.values())))
             self._held_changed()
 
     def rejudge_held(self, inventory: set[str]) -> float | None:
@@ -423,7 +426,12 @@ class TopicMirror:
             wait = self._judge(topic, inventory)
             if wait is not None:
                 due = wait if due is None else min(due, wait)
+        self._watch_held()
         return due
+
+    def _watch_held(self) -> None:
+        devices = set(self.held.values())
+        self._held_watch = devices | {p for d in devices if (p := self.judge.parent_of(d)) is not None}
 
     def _is_discovery(self, topic: str) -> bool:
         """Discovery goes first, so Home Assistant drops entities before the state they read."""

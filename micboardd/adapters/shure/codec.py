@@ -18,6 +18,7 @@ from ...model import Meters
 from .vocab import Decode, Framing, Prop, SampleLayout, Scope, Vocab
 
 MAX_FRAME_BYTES: Final = 512  # the longest real frame (AD quadversity FD-C SAMPLE, 31-wide names) is < 120
+MAX_SAMPLE_TOKEN: Final = 8  # SAMPLE tokens are 2-3 digit levels and antenna strings of up to 4 characters
 GARBAGE_REPR_BYTES: Final = 48  # how much of a bad frame a log line shows
 TEMP_OFFSET_C: Final = -40.0  # BATT_TEMP_C carries a +40 offset (§2.2); sign UNVERIFIED, see decode_temp
 UNKNOWN_WORDS: Final = frozenset({"UNKN", "UNKNOWN", ""})
@@ -64,10 +65,17 @@ class Framer:
     def feed(self, data: bytes) -> list[bytes | Garbage]:
         """Frame bodies (without delimiters) and garbage found in ``data``, in stream order."""
         out: list[bytes | Garbage] = []
+        rest: bytes | None = data
+        while rest is not None:  # a loop, not recursion: a read full of overflows must not exhaust the stack
+            rest = self._feed_once(rest, out)
+        return out
+
+    def _feed_once(self, data: bytes, out: list[bytes | Garbage]) -> bytes | None:
+        """Frame ``data`` into ``out``; after an overflow, the bytes from the next frame start (else None)."""
         if self._skipping:
             data = self._resync(data)
             if self._skipping:
-                return out
+                return None
         buf = self._buf + data if self._buf else data
         end, start = self._end, self._start
         pos = 0
@@ -96,11 +104,9 @@ class Framer:
             self._buf = b""
             self._skipping = True
             rest = self._resync(tail[1:])
-            if not self._skipping:
-                out.extend(self.feed(rest))
-            return out
+            return None if self._skipping else rest
         self._buf = tail
-        return out
+        return None
 
     def _resync(self, data: bytes) -> bytes:
         """Drop bytes of an over-long frame up to the next frame start; return what follows."""
@@ -194,6 +200,8 @@ def parse_frame(body: bytes) -> Message:
         if len(toks) < 3:
             raise ParseError("SAMPLE without values")
         values = toks[3:] if toks[2] == "ALL" else toks[2:]  # MXW omits ALL (§2.3)
+        if values and max(map(len, values)) > MAX_SAMPLE_TOKEN:
+            raise ParseError("over-long SAMPLE token")  # a 400-digit level is no reading (and no float)
         return Sample(_channel(toks[1]), tuple(values))
     rest = text.strip()[len(verb) :]
     if verb not in ("REP", "REPORT"):
@@ -391,12 +399,14 @@ def _minutes(text: str, _: DecodeContext) -> Any:
 
 def _count(text: str, _: DecodeContext) -> Any:
     raw = _num(text)
+    if raw > 65535:
+        raise ValueError(f"count {raw} outside 0..65534")
     return None if raw == 65535 else raw
 
 
 def _temp_c(text: str, ctx: DecodeContext) -> Any:
     raw = _num(text)
-    if raw == 255:
+    if raw >= 255:  # 255 = unknown; the reading is one byte, so more is no temperature either
         return None
     value = raw + ctx.temp_offset_c
     return value if -40 <= value <= 100 else None  # a reading outside this is the wrong offset, not a battery
@@ -606,7 +616,7 @@ def meters_ad(device_id: str, sample: Sample, at: float) -> Meters:
         sample.channel,
         rf_dbm=rf,
         active_antenna=_antennas(status, "AB" if n <= 2 else "1234"),
-        link_quality=quality * 20 if quality <= 5 else None,  # 0-5 bars → percent; 255 = no link
+        link_quality=quality * 20 if 0 <= quality <= 5 else None,  # 0-5 bars → percent; 255 = no link
         audio_peak_dbfs=int(v[2]) - 120,
         audio_rms_dbfs=int(v[3]) - 120,
         clip=bool(int(v[1]) & 0x80),

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 MAX_LINE_BYTES: Final = 64 * 1024  # one SSCv2 notification line is a few KiB; 64 KiB is generous
 MAX_EVENT_BYTES: Final = 256 * 1024  # a full EM4 snapshot after /add is ~10 KiB; cap runaway streams
+MAX_RETRY_DIGITS: Final = 9  # ~11 days in ms; a longer retry (or "²", which isdigit() accepts) is ignored
 EXCERPT_CHARS: Final = 80  # how much of a bad payload a log line shows
 
 SUBSCRIPTIONS_PATH: Final = "/api/ssc/state/subscriptions"
@@ -133,7 +134,7 @@ class SseDecoder:
         elif name == "id":
             if "\0" not in value:
                 self._id = value
-        elif name == "retry" and value.isdigit():
+        elif name == "retry" and value.isascii() and value.isdigit() and len(value) <= MAX_RETRY_DIGITS:
             self._retry = int(value)
         # any other field name is ignored, as the standard says
         return None
@@ -240,6 +241,8 @@ def parse_event(event: SseEvent) -> SscEvent:
         payload = json.loads(event.data)
     except json.JSONDecodeError as exc:
         raise EventDataError(f"notification is not JSON ({exc.msg} at {exc.pos})", event.data) from None
+    except (ValueError, RecursionError) as exc:  # a number over 4300 digits; nesting deeper than the stack
+        raise EventDataError(f"notification is not usable JSON ({type(exc).__name__})", event.data) from None
     if not isinstance(payload, dict):
         raise EventDataError(f"notification is a JSON {type(payload).__name__}, not an object", event.data)
     resources: list[tuple[str, Any]] = []
@@ -254,7 +257,7 @@ def _parse_open(data: str) -> OpenEvent:
     text = data.strip()
     try:
         payload = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):
         payload = None
     if isinstance(payload, dict):
         session = payload.get("sessionUUID")

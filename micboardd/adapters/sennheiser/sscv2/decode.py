@@ -66,6 +66,7 @@ DIVERSITY: Final[Mapping[int, str | None]] = {0: None, 1: "A", 2: "B"}  # AI4AV-
 
 RSSI_RANGE: Final = (-107.0, 0.0)  # dBm, OAS
 LEVEL_RANGE: Final = (-138.5, 0.0)  # dBFS, OAS
+MAX_FREQUENCY_KHZ: Final = 6_000_000  # no wireless microphone band lies above 6 GHz; more is a bad value
 
 
 def warning_word(raw: str) -> str:
@@ -113,7 +114,10 @@ def _num(value: Any, lo: float | None = None, hi: float | None = None) -> float 
     """A finite number inside [lo, hi], else None (out-of-range values are sentinels, not readings)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # a JSON integer beyond any float: no reading
+        return None
     if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
         return None
     return v
@@ -248,7 +252,7 @@ def _d_channel_identify(v: Any, i: int | None) -> Decoded:
 def _d_frequency(v: Any, i: int | None) -> Decoded:
     o = _obj(v, "rf channel")
     ch: dict[str, Any] = {}
-    _set(ch, "frequency_khz", "frequency" in o, _int(o.get("frequency"), 1))
+    _set(ch, "frequency_khz", "frequency" in o, _int(o.get("frequency"), 1, MAX_FREQUENCY_KHZ))
     presets = o.get("presets")
     if isinstance(presets, dict) and "type" in presets:
         # "Factory"/"User" with bank and channel; "None" (manual frequency) leaves bank/channel out.

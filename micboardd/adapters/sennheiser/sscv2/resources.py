@@ -80,6 +80,7 @@ _CHANNEL_TEMPLATES: Final[Mapping[Res, str]] = {
 }
 _DEVICE_TEMPLATES: Final[Mapping[Res, str]] = {res: path for path, res in _DEVICE_PATHS.items()}
 METER_RESOURCES: Final = (Res.RSSI, Res.RSQI, Res.DIVERSITY, Res.LEVEL)
+MAX_ID_DIGITS: Final = 4  # EM2/EM4 ids are 0..3; a longer id in a path is junk
 
 
 def resource_path(res: Res, index: int | None = None) -> str:
@@ -98,5 +99,8 @@ def classify(path: str) -> tuple[Res, int | None] | None:
     for pattern, res in _CHANNEL_PATHS:
         m = pattern.match(p)
         if m:
-            return res, int(m.group(1)) + 1
+            wire_id = m.group(1)
+            if not wire_id.isascii() or len(wire_id) > MAX_ID_DIGITS:
+                return None  # \d also matches other scripts' digits; a 5000-digit id is no channel
+            return res, int(wire_id) + 1
     return None

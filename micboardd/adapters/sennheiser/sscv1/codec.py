@@ -10,6 +10,7 @@ before ``lifetime`` runs out. EW-DX answers ``424`` on ``mates/txN/*`` when no t
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -81,7 +82,10 @@ def tree_from_leaves(leaves: Iterable[tuple[Path, Any]]) -> dict[str, Any]:
 
 def _error_codes(value: Any) -> list[int]:
     items = value if isinstance(value, list) else [value]
-    return [int(v) for v in items if isinstance(v, int | float) and not isinstance(v, bool)]
+    return [
+        int(v) for v in items
+        if (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and math.isfinite(v))
+    ]
 
 
 def decode(data: bytes) -> SscMessage:
@@ -97,6 +101,8 @@ def decode(data: bytes) -> SscMessage:
         raise SscDecodeError(f"invalid JSON: {exc.msg} at char {exc.pos}") from exc
     except RecursionError as exc:
         raise SscDecodeError("JSON nested too deeply") from exc
+    except ValueError as exc:  # json's own limits, e.g. an integer of more than 4300 digits
+        raise SscDecodeError(f"unusable JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise SscDecodeError(f"top level is {type(doc).__name__}, not an object")
 

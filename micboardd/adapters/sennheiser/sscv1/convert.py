@@ -16,7 +16,11 @@ from typing import Any, Final, Literal
 def _num(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        f = float(value)
+    except OverflowError:  # an integer beyond any float: no reading
+        return None
+    return f if math.isfinite(f) else None
 
 
 def battery_bars(percent: int | None) -> int | None:
@@ -93,13 +97,17 @@ def number(name: str, lo: float, hi: float, cast: Callable[[float], Any] = float
     return conv
 
 
+MAX_FREQUENCY_KHZ: Final = 6_000_000  # no wireless microphone band lies above 6 GHz; more is a bad value
+
+
 def frequency(value: Any, _ctx: ConvCtx) -> Mapping[str, Any] | None:
     n = _num(value)
     if n is None or n <= 0:
         return {"frequency_khz": None}
     if n < 10_000:  # tolerate MHz (the D6000 unit is only known from a Companion limits table)
         n *= 1000
-    return {"frequency_khz": round(n)}
+    khz = round(n)
+    return {"frequency_khz": khz if 0 < khz <= MAX_FREQUENCY_KHZ else None}
 
 
 def runtime(value: Any, ctx: ConvCtx) -> Mapping[str, Any] | None:
@@ -216,7 +224,8 @@ def d6000_mm(value: Any, _ctx: ConvCtx) -> Mapping[Any, Any] | None:
         out[ch] = {
             "rf_dbm": (dbm(raw["rf1"]), dbm(raw["rf2"])),
             "active_antenna": antenna,
-            "link_quality": round(lqi / 255 * 100) if lqi is not None else None,  # not the module's precedence bug
+            # not the module's precedence bug; a raw value outside the byte range is no reading
+            "link_quality": round(lqi / 255 * 100) if lqi is not None and 0 <= lqi <= 255 else None,
             "audio_rms_dbfs": (af + 1) / 2 - 128 if af is not None else None,
             "audio_peak_dbfs": (afpeak + 1) / 2 - 128 if afpeak is not None else None,
         }

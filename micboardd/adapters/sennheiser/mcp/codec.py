@@ -15,6 +15,8 @@ from typing import Final
 
 MAX_COMMAND_CHARS: Final = 1500  # G4-MCP p.6: longer input is silently ignored by the device
 
+MAX_NUMBER_CHARS: Final = 9  # the longest MCP number is a 6-digit kHz frequency; more digits are junk
+
 CYCLIC: Final = frozenset({"RF1", "RF2", "RF", "AF", "States", "Bat", "Msg", "Config"})
 
 
@@ -157,7 +159,7 @@ class Datagram:
     lines: tuple[str, ...] = ()  # the text of each item, in step with ``items``
 
 
-_ERROR_RE: Final = re.compile(r"^(\d{3,4}):\s*(.*?)\s*(?:\[\s*(.*?)\s*\])?$")
+_ERROR_RE: Final = re.compile(r"^(\d{3,4}):(.*)$")  # the rest is split by hand: see _error_reply
 _PRINTABLE: Final = re.compile(r"^[\x20-\x7e]*$")
 
 
@@ -179,6 +181,8 @@ def split_lines(data: bytes) -> list[str]:
 def _ints(args: list[str], n: int, line: str) -> list[int]:
     if len(args) != n:
         raise McpDecodeError(f"expected {n} numbers, got {len(args)}")
+    if any(len(a) > MAX_NUMBER_CHARS for a in args):
+        raise McpDecodeError(f"over-long number in {line[:40]!r}")
     try:
         return [int(a) for a in args]
     except ValueError:
@@ -191,13 +195,21 @@ def _pct(value: int, line: str, hi: int = 255) -> int:
     return value
 
 
+def _error_reply(code: int, rest: str) -> ErrorReply:
+    """``<text> [ <instruction> ]``, split by hand: one regex for it backtracked for minutes on a 4 KB line."""
+    start = rest.find("[")
+    if start >= 0 and rest.endswith("]"):
+        return ErrorReply(code, rest[:start].strip(), rest[start + 1 : -1].strip() or None)
+    return ErrorReply(code, rest.strip(), None)
+
+
 def parse_line(line: str) -> Item:
     """One reply line → a typed item; raises McpDecodeError for malformed known keywords."""
     if not _PRINTABLE.match(line):
         raise McpDecodeError("non-ASCII or control bytes")
     m = _ERROR_RE.match(line)
     if m and line[:1].isdigit():
-        return ErrorReply(int(m.group(1)), m.group(2), m.group(3) or None)
+        return _error_reply(int(m.group(1)), m.group(2))
     keyword, _, rest = line.partition(" ")
     args = rest.split()
     if keyword in ("RF1", "RF2"):

@@ -75,6 +75,8 @@ def _maybe_json(text: str) -> Any:
     if stripped[:1] in ('{', '[', '"') or stripped in ("true", "false", "null") or _is_number(stripped):
         try:
             return json.loads(stripped)
+        except RecursionError:
+            raise CommandRejectedError("invalid", "payload is JSON nested too deeply") from None
         except ValueError as exc:
             if stripped[:1] in ("{", "["):
                 raise CommandRejectedError("invalid", f"payload is not valid JSON: {exc}") from None
@@ -107,9 +109,13 @@ def _number(value: Any, attr: str) -> float:
             value = float(value.strip())
         except ValueError:
             raise CommandRejectedError("invalid", f"{attr}: {value!r} is not a number") from None
-    if not isinstance(value, int | float) or not math.isfinite(value):
+    try:
+        number = float(value) if isinstance(value, int | float) else math.nan
+    except OverflowError:  # an integer beyond any float
+        number = math.nan
+    if not math.isfinite(number):
         raise CommandRejectedError("invalid", f"{attr}: {value!r} is not a number")
-    return float(value)
+    return number
 
 
 def _name(value: Any, attr: str) -> str:
@@ -151,7 +157,10 @@ def _channel_command(attr: str, value: Any, ch: int) -> tuple[Command, str]:
                 raise CommandRejectedError("invalid", f"{attr}: {value!r} must be a whole number of kHz")
             return SetFrequency(ch, int(khz)), DANGEROUS
         case "frequency_mhz":
-            return SetFrequency(ch, round(_number(value, attr) * 1000)), DANGEROUS
+            khz = _number(value, attr) * 1000
+            if not math.isfinite(khz):
+                raise CommandRejectedError("invalid", f"{attr}: {value!r} is not a frequency")
+            return SetFrequency(ch, round(khz)), DANGEROUS
         case "group_channel":
             g, c = _group_channel(value)
             return SetGroupChannel(ch, g, c), DANGEROUS

@@ -60,6 +60,11 @@ def check_index(index: int) -> int:
     return index
 
 
+def _small_number(text: str) -> bool:
+    """Digits ``int()`` takes and that could be an index: ``isdigit()`` alone passes "²" and 5000-digit runs."""
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 @dataclass(frozen=True, slots=True)
 class Topics:
     """Every topic the bridge publishes or subscribes to, for one site."""
@@ -154,7 +159,7 @@ class Topics:
             return check_id(parts[1]), None, (parts[2] if len(parts) == 3 else None)
         if len(parts) in (3, 4) and parts[0] == "channels":
             device_id = check_id(parts[1])
-            if not parts[2].isdigit() or len(parts[2]) > 3:
+            if not (parts[2].isascii() and parts[2].isdigit()) or len(parts[2]) > 3:
                 raise TopicError(f"channel {parts[2]!r} in {topic!r} is not a channel number")
             return device_id, check_index(int(parts[2])), (parts[3] if len(parts) == 4 else None)
         raise TopicError(f"{topic!r} is not <base>/devices/<id>[/<attr>]/set or <base>/channels/<id>/<n>[/<attr>]/set")
@@ -196,7 +201,7 @@ class Topics:
         if obj.startswith("rx_") and valid_id(obj[3:]):
             return obj[3:], None
         head, sep, rest = obj.partition("_")
-        if sep and head.startswith("ch") and head[2:].isdigit() and valid_id(rest):
+        if sep and head.startswith("ch") and _small_number(head[2:]) and valid_id(rest):
             n = int(head[2:])
             if 1 <= n <= MAX_CHANNEL_INDEX:
                 return rest, n
@@ -221,12 +226,12 @@ class Topics:
             len(parts) == 4
             and parts[0] == "channels"
             and valid_id(parts[1])
-            and parts[2].isdigit()
+            and _small_number(parts[2])
             and 1 <= int(parts[2]) <= MAX_CHANNEL_INDEX
             and (parts[3] in _CHANNEL_LEAVES or parts[3] in FLAT_CHANNEL_ATTRS)
         ):
             return "channel", parts[1], int(parts[2]), parts[3]
-        if len(parts) == 3 and parts[0] == "slots" and parts[1].isdigit() and parts[2] == "state":
+        if len(parts) == 3 and parts[0] == "slots" and _small_number(parts[1]) and parts[2] == "state":
             return "slot", None, int(parts[1]), "state"
         return "other", None, None, None
 

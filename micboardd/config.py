@@ -193,7 +193,7 @@ class _Reader:
         for key in data:
             if key not in allowed:
                 hint = ", ".join(sorted(allowed))
-                self.fail(f"{path}{key}", f"unknown key; allowed here: {hint}")
+                self.fail(f"{path}{key}" if key != "" else f'{path}""', f"unknown key; allowed here: {hint}")
 
     def get(self, data: Mapping[str, Any], key: str, typ: type | tuple[type, ...], default: Any, path: str) -> Any:
         if key not in data:
@@ -242,6 +242,10 @@ class _Reader:
                 return Secret(p.read_text(encoding="utf-8").strip())
             except OSError as exc:
                 self.fail(f"{path}{key}_file", f"cannot read {p}: {exc.strerror or exc}")
+            except UnicodeDecodeError:
+                self.fail(f"{path}{key}_file", f"{p} is not UTF-8 text")
+            except ValueError:  # a NUL byte in the path
+                self.fail(f"{path}{key}_file", "the path contains a NUL byte")
         return None
 
 

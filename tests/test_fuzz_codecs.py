@@ -542,7 +542,7 @@ def test_shure_framer_never_raises_and_caps_its_tail(framing: V.Framing) -> None
         for b in _check_shure_frames(Framer(framing, max_frame=cap), chunks, cap):
             _shure_messages(b)
 
-    fuzz(f"shure-framer-{framing.value}", 400, body)
+    fuzz(f"shure-framer-{framing.value}", 300, body)
 
 
 def test_shure_framer_truncated_at_every_offset() -> None:
@@ -987,9 +987,9 @@ def test_config_wrong_type_at_every_key(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "binary.pw").write_bytes(b"\xff\xfe\x00not utf-8")
     good = _good_config(tmp_path)
     assert isinstance(parse_config(good, base_dir=tmp_path), Config)
-    wrong: tuple[Any, ...] = (
-        None, True, 0, -1, 70000, 10**30, 1.5, float("nan"), float("inf"), "", "x", "Bad Id", "a\x00b",
-        "binary.pw", str(tmp_path), [], [1], [{}], {}, {"": 1}, {"zz": {"zz": 1}},
+    wrong: tuple[Any, ...] = (  # one of each kind: wrong type, out of range, unreadable path, empty, nested junk
+        None, True, -1, 10**30, 1.5, float("nan"), "", "Bad Id", "a\x00b", "binary.pw", str(tmp_path), [], [{}], {},
+        {"": {"zz": 1}},
     )
     for path in _config_paths(good):
         for value in wrong:
@@ -1021,7 +1021,7 @@ def test_config_wrong_type_at_every_key(tmp_path: Path, monkeypatch: pytest.Monk
                 parent.append(copy.deepcopy(c.rng.choice(parent)))
         _check_config(c.note("config", doc), tmp_path)
 
-    fuzz("config", 200, body)
+    fuzz("config", 120, body)
 
 
 # ============================================================================ valid fixtures obey the model

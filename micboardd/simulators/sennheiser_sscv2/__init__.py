@@ -2,7 +2,7 @@
 
 Written from reference/sennheiser-and-others.md §1 on its own; it never imports micboardd's adapters.
 One job per module: ``state`` (the device's values), ``api`` (what GET returns and PUT changes),
-``sessions`` (subscription sessions and their SSE events), ``http`` (the small HTTP/1.1 + TLS server),
+``sessions`` (subscription sessions and their SSE events), ``http`` (its face on the shared HTTPS server),
 ``faults`` (fault switches) and ``simulator`` (:class:`SSCv2Sim`, the device with its network face).
 """
 

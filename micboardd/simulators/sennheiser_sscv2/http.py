@@ -1,201 +1,45 @@
-"""A small HTTP/1.1 server on asyncio streams behind TLS, the way an embedded device runs one.
+"""The EW-DX's HTTPS face: the shared small HTTP/1.1 + TLS server with this device's settings and replies.
 
-A throw-away certificate (trustme), persistent connections with an idle timeout, limits on the request
-head and body, ``Content-Length`` bodies only, JSON replies, and chunked writes split into several TLS
-records. What a request means is not this module's business: each request head goes to a handler.
+JSON replies with the headers the device adds (``WWW-Authenticate`` on 401, ``Allow`` on 405), and chunked
+writes split into several TLS records for the SSE stream. What a request means is not this module's
+business: each request head goes to a handler.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import random
-import socket
-import ssl
-import struct
-import tempfile
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Final
 
-import trustme
+from .._https import REASONS as HTTP_REASONS
+from .._https import WRITE_TIMEOUT_S, Handler, HttpsServer, compact_json, write_response
 
-MAX_HEADER_BYTES: Final = 16 * 1024  # a real embedded server would refuse bigger request heads
-MAX_BODY_BYTES: Final = 64 * 1024  # subscription lists and channel PUTs are tiny
 IDLE_KEEPALIVE_S: Final = 30.0  # an idle persistent connection is closed after this, like a small device would
-WRITE_TIMEOUT_S: Final = 5.0  # a client that stops reading its SSE stream loses it
-HANDSHAKE_TIMEOUT_S: Final = 5.0  # a client that opens TCP but never finishes TLS is dropped
-HANDLERS_EXIT_S: Final = 2.0  # handlers end once their connection is aborted; this only guards against a bug
-REASONS: Final = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 411: "Length Required", 413: "Payload Too Large",
-    422: "Unprocessable Entity", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-}
-
-# Serves one request from its head; False when the connection must close afterwards.
-Handler = Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
+REASONS: Final = {**HTTP_REASONS, 403: "Forbidden", 422: "Unprocessable Entity", 429: "Too Many Requests"}
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
-    """One request, parsed: the query is dropped and a trailing slash trimmed from the path."""
-
-    method: str
-    path: str
-    headers: dict[str, str]  # names in lower case
-    body: bytes
-    close: bool  # the client sent ``Connection: close``
-
-
-class HttpServer:
+class HttpServer(HttpsServer):
     """Listens with TLS on ``host:port`` (the port survives a restart) and hands each request head to a handler."""
 
     def __init__(self, host: str, port: int, handler: Handler, *, reset: Callable[[], bool]) -> None:
-        self.host = host
-        self.port = port
-        self._handler = handler
-        self._reset = reset  # the reset fault: abort every new connection and request while it is on
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[Any]] = set()
-        self._tmp = tempfile.TemporaryDirectory(prefix="sscv2sim-")
-        ca = trustme.CA(organization_name="SSCv2 simulator CA")
-        names = sorted({host, "127.0.0.1", "localhost"})
-        self._cert = ca.issue_cert(*names)
-        self.ca_file = str(Path(self._tmp.name) / "ca.pem")
-        self.cert_file = str(Path(self._tmp.name) / "device-cert.pem")  # the leaf alone, for pinning
-        ca.cert_pem.write_to_path(self.ca_file)
-        self._cert.cert_chain_pems[0].write_to_path(self.cert_file)
-        self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._cert.configure_cert(self._ssl)
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    async def listen(self) -> None:
-        """Start accepting; port 0 picks a free port once, and later restarts reuse it."""
-        self._server = await asyncio.start_server(
-            self._client, self.host, self.port, ssl=self._ssl, reuse_address=True,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
+        super().__init__(
+            host, port, handler, reset=reset, idle_s=IDLE_KEEPALIVE_S,
+            ca_name="SSCv2 simulator CA", leaf_file="device-cert.pem", tmp_prefix="sscv2sim-",
         )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    def close(self) -> asyncio.Server | None:
-        """Stop accepting; the server to pass to :meth:`wait_closed`, or None when it was not listening."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        return server
-
-    def drop_connections(self) -> None:
-        """Abort every open connection with a TCP reset."""
-        for w in list(self._conns):
-            abort(w)
-
-    def abort_all(self) -> None:
-        """Abort every open connection and forget them (the server is stopping)."""
-        self.drop_connections()
-        self._conns.clear()
-
-    async def wait_closed(self, server: asyncio.Server) -> None:
-        """Wait for the connection handlers to end, then for the listener to close."""
-        if self._handlers:
-            # Handlers end by themselves once their connection is gone (cancelling them makes 3.11's
-            # stream callback log an error); the timeout only guards against a bug here.
-            await asyncio.wait(list(self._handlers), timeout=HANDLERS_EXIT_S)
-        await server.wait_closed()
-
-    def cleanup(self) -> None:
-        """Remove the certificate files (also happens when the object is collected)."""
-        self._tmp.cleanup()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._reset() or self._server is None:
-            abort(writer)
-            return
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)  # wait_closed() waits for them; they end once their connection is aborted
-        self._conns.add(writer)
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(IDLE_KEEPALIVE_S):
-                        head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ssl.SSLError):
-                    return
-                except asyncio.LimitOverrunError:
-                    await write_reply(writer, 431, None, close=True)
-                    return
-                if len(head) > MAX_HEADER_BYTES:
-                    await write_reply(writer, 431, None, close=True)
-                    return
-                if self._reset():
-                    abort(writer)
-                    return
-                keep = await self._handler(head, reader, writer)
-                if not keep:
-                    return
-        except (ConnectionError, ssl.SSLError, OSError, asyncio.IncompleteReadError, TimeoutError):
-            return  # the client went away mid-request or stopped reading
-        finally:
-            self._conns.discard(writer)
-            if task is not None:
-                self._handlers.discard(task)
-            with contextlib.suppress(Exception):
-                writer.close()
-
-
-async def read_request(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> HttpRequest | None:
-    """Parse a request head and read its body; None after answering a request the server refuses."""
-    try:
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, _version = lines[0].split(" ", 2)
-    except ValueError:
-        await write_reply(writer, 400, None, close=True)
-        return None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if ":" in line:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-    close = headers.get("connection", "").lower() == "close"
-    body: bytes = b""
-    if "transfer-encoding" in headers:
-        await write_reply(writer, 411, None, close=True)
-        return None
-    length = headers.get("content-length", "0")
-    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-        await write_reply(writer, 413, None, close=True)
-        return None
-    if int(length):
-        body = await reader.readexactly(int(length))
-    path = target.split("?", 1)[0]
-    if len(path) > 1:
-        path = path.rstrip("/")
-    return HttpRequest(method, path, headers, body, close)
 
 
 async def write_reply(writer: asyncio.StreamWriter, status: int, body: Any, *, close: bool) -> None:
     """A complete response: status line, headers, and ``body`` as compact JSON (None: no body)."""
-    payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-    headers = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", f"Content-Length: {len(payload)}"]
+    payload = compact_json(body)
+    headers = []
     if payload:
         headers.append("Content-Type: application/json")
     if status == 401:
         headers.append('WWW-Authenticate: Basic realm="SSCv2"')
     if status == 405:
         headers.append("Allow: GET, PUT")
-    if close:
-        headers.append("Connection: close")
-    writer.write(("\r\n".join(headers) + "\r\n\r\n").encode() + payload)
-    async with asyncio.timeout(WRITE_TIMEOUT_S):
-        await writer.drain()
+    await write_response(writer, status, payload, headers, close=close, reasons=REASONS)
 
 
 async def write_chunks(writer: asyncio.StreamWriter, data: bytes, rng: random.Random, *, fragment: bool) -> None:
@@ -208,13 +52,3 @@ async def write_chunks(writer: asyncio.StreamWriter, data: bytes, rng: random.Ra
         writer.write(f"{len(part):X}\r\n".encode() + part + b"\r\n")
         async with asyncio.timeout(WRITE_TIMEOUT_S):
             await writer.drain()
-
-
-def abort(writer: asyncio.StreamWriter) -> None:
-    """Close with a TCP reset (SO_LINGER 0), the way a crashing device drops a connection."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    with contextlib.suppress(Exception):
-        writer.transport.abort()

@@ -27,9 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .._https import read_request
 from .api import SUBS, Reply, check_auth, json_body, put, resource, security
 from .faults import SimFault
-from .http import HttpServer, read_request, write_reply
+from .http import HttpServer, write_reply
 from .sessions import SessionTable
 from .state import LOW_BATTERY_PERCENT, METER_TEMPLATES, NO_SIGNAL, EwdxDevice, SimTx
 

@@ -13,8 +13,9 @@ import secrets
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qs, unquote
 
+from .._https import HttpRequest
 from .state import ACTIVITY_LEVELS, MAX_NAME, SimChannel, SimDevice
-from .wire import HttpReply, HttpRequest
+from .wire import HttpReply
 
 if TYPE_CHECKING:
     from .simulator import SystemApiSim

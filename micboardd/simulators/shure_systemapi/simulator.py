@@ -26,9 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .._https import HttpRequest
 from .api import API_PREFIX, Router, problem, unauthorized
 from .state import ACTIVITY_LEVELS, BATTERY_STATES, NODE_STATES, SimDevice, make_device
-from .wire import HttpReply, HttpRequest, WireServer, WsPeer
+from .wire import HttpReply, WireServer, WsPeer
 
 log = logging.getLogger(__name__)
 

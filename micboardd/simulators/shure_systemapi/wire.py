@@ -1,57 +1,40 @@
-"""HTTPS and WSS on one TLS port, the way the System API service serves both: HTTP/1.1 on asyncio streams,
-and a WebSocket upgrade handed to the ``websockets`` sans-I/O server protocol on the same connection.
+"""HTTPS and WSS on one TLS port, the way the System API service serves both: the shared HTTP/1.1 + TLS
+server, and a WebSocket upgrade handed to the ``websockets`` sans-I/O server protocol on the same connection.
 
-A throw-away certificate (trustme, like the server's self-signed one), persistent connections with an
-idle timeout, limits on the request head and body, ``Content-Length`` bodies only, JSON replies. What a
-request means is not this module's business: REST requests and accepted WebSockets go to handlers.
+JSON (or problem JSON) replies; REST requests and accepted WebSockets go to handlers, because what a
+request means is not this module's business.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import socket
 import ssl
-import struct
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
-import trustme
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-MAX_HEADER_BYTES: Final = 16 * 1024  # request heads bigger than this are refused (431)
-MAX_BODY_BYTES: Final = 64 * 1024  # PATCH bodies are a few bytes
+from .._https import (
+    MAX_BODY_BYTES,
+    WRITE_TIMEOUT_S,
+    HttpRequest,
+    HttpsServer,
+    compact_json,
+    read_request,
+    write_response,
+)
+from .._https import REASONS as HTTP_REASONS
+
 IDLE_KEEPALIVE_S: Final = 60.0  # an idle persistent connection is closed after this
-WRITE_TIMEOUT_S: Final = 5.0  # a client that stops reading loses its connection
-HANDSHAKE_TIMEOUT_S: Final = 5.0  # a client that opens TCP but never finishes TLS is dropped
-HANDLERS_EXIT_S: Final = 2.0  # handlers end once their connection is aborted; this only guards a bug
 READ_CHUNK: Final = 64 * 1024
 log = logging.getLogger(__name__)
-REASONS: Final = {
-    101: "Switching Protocols", 200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-    404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
-    413: "Payload Too Large", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
-    """One request: ``path`` without the query (trailing slash trimmed), ``query`` as given."""
-
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]  # names in lower case
-    body: bytes
-    close: bool
+REASONS: Final = {**HTTP_REASONS, 101: "Switching Protocols", 204: "No Content"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +104,7 @@ WsGate = Callable[[HttpRequest], HttpReply | None]
 WsHandler = Callable[[WsPeer], Awaitable[None]]
 
 
-class WireServer:
+class WireServer(HttpsServer):
     """Listens with TLS on ``host:port`` (the port survives a restart); REST and one WebSocket path."""
 
     def __init__(
@@ -135,98 +118,26 @@ class WireServer:
         ws: WsHandler,
         reset: Callable[[], bool],
     ) -> None:
-        self.host = host
-        self.port = port
+        super().__init__(
+            host, port, self._serve, reset=reset, idle_s=IDLE_KEEPALIVE_S,
+            ca_name="System API simulator CA", leaf_file="server-cert.pem", tmp_prefix="sysapisim-",
+        )
         self._rest = rest
         self._ws_path = ws_path
         self._ws_gate = ws_gate
         self._ws = ws
-        self._reset = reset
-        self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
-        self._handlers: set[asyncio.Task[Any]] = set()
-        self._tmp = tempfile.TemporaryDirectory(prefix="sysapisim-")
-        ca = trustme.CA(organization_name="System API simulator CA")
-        cert = ca.issue_cert(*sorted({host, "127.0.0.1", "localhost"}))
-        self.ca_file = str(Path(self._tmp.name) / "ca.pem")
-        self.cert_file = str(Path(self._tmp.name) / "server-cert.pem")  # the leaf alone, for pinning
-        ca.cert_pem.write_to_path(self.ca_file)
-        cert.cert_chain_pems[0].write_to_path(self.cert_file)
-        self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-        cert.configure_cert(self._ssl)
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    async def listen(self) -> None:
-        self._server = await asyncio.start_server(
-            self._client, self.host, self.port, ssl=self._ssl, reuse_address=True,
-            ssl_handshake_timeout=HANDSHAKE_TIMEOUT_S,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        self.drop_connections()
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=HANDLERS_EXIT_S)
-        await server.wait_closed()
-
-    def drop_connections(self) -> None:
-        """Abort every open connection with a TCP reset."""
-        for w in list(self._conns):
-            abort(w)
-
-    def cleanup(self) -> None:
-        self._tmp.cleanup()
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._reset() or self._server is None:
-            abort(writer)
-            return
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-        self._conns.add(writer)
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(IDLE_KEEPALIVE_S):
-                        head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError, ssl.SSLError):
-                    return
-                except asyncio.LimitOverrunError:
-                    await write_reply(writer, HttpReply(431), close=True)
-                    return
-                if len(head) > MAX_HEADER_BYTES:
-                    await write_reply(writer, HttpReply(431), close=True)
-                    return
-                if self._reset():
-                    abort(writer)
-                    return
-                req = await read_request(head, reader, writer)
-                if req is None:
-                    return
-                if req.path == self._ws_path and req.headers.get("upgrade", "").lower() == "websocket":
-                    await self._upgrade(head, req, reader, writer)
-                    return
-                reply = await self._rest(req)
-                await write_reply(writer, reply, close=req.close)
-                if req.close:
-                    return
-        except (ConnectionError, ssl.SSLError, OSError, asyncio.IncompleteReadError, TimeoutError):
-            return
-        finally:
-            self._conns.discard(writer)
-            if task is not None:
-                self._handlers.discard(task)
-            with contextlib.suppress(Exception):
-                writer.close()
+    async def _serve(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """One request: a WebSocket upgrade on ``ws_path`` (the connection is then the socket's), else REST."""
+        req = await read_request(head, reader, writer)
+        if req is None:
+            return False
+        if req.path == self._ws_path and req.headers.get("upgrade", "").lower() == "websocket":
+            await self._upgrade(head, req, reader, writer)
+            return False
+        reply = await self._rest(req)
+        await write_reply(writer, reply, close=req.close)
+        return not req.close
 
     async def _upgrade(
         self, head: bytes, req: HttpRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -250,57 +161,11 @@ class WireServer:
         await self._ws(peer)
 
 
-async def read_request(head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> HttpRequest | None:
-    """Parse a request head and read its body; None after answering a request the server refuses."""
-    try:
-        lines = head.decode("latin-1").split("\r\n")
-        method, target, _version = lines[0].split(" ", 2)
-    except ValueError:
-        await write_reply(writer, HttpReply(400), close=True)
-        return None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if ":" in line:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-    close = headers.get("connection", "").lower() == "close"
-    if "transfer-encoding" in headers:
-        await write_reply(writer, HttpReply(411), close=True)
-        return None
-    length = headers.get("content-length", "0")
-    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-        await write_reply(writer, HttpReply(413), close=True)
-        return None
-    body = await reader.readexactly(int(length)) if int(length) else b""
-    path, _, query = target.partition("?")
-    if len(path) > 1:
-        path = path.rstrip("/")
-    return HttpRequest(method, path, query, headers, body, close)
-
-
 async def write_reply(writer: asyncio.StreamWriter, reply: HttpReply, *, close: bool) -> None:
     """A complete response: status line, headers, and the body as compact JSON (or raw bytes)."""
-    if reply.raw is not None:
-        payload = reply.raw
-    else:
-        payload = b"" if reply.body is None else json.dumps(reply.body, separators=(",", ":")).encode()
+    payload = reply.raw if reply.raw is not None else compact_json(reply.body)
     problem = isinstance(reply.body, dict) and "traceId" in reply.body
-    lines = [f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Error')}", f"Content-Length: {len(payload)}"]
+    headers = []
     if payload:
-        lines.append(f"Content-Type: application/{'problem+json' if problem else 'json'}; charset=utf-8")
-    if close:
-        lines.append("Connection: close")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
-    async with asyncio.timeout(WRITE_TIMEOUT_S):
-        await writer.drain()
-
-
-def abort(writer: asyncio.StreamWriter) -> None:
-    """Close with a TCP reset (SO_LINGER 0), the way a crashed service drops its sockets."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport = writer.transport
-    with contextlib.suppress(Exception):
-        transport.abort()
+        headers.append(f"Content-Type: application/{'problem+json' if problem else 'json'}; charset=utf-8")
+    await write_response(writer, reply.status, payload, headers, close=close, reasons=REASONS)

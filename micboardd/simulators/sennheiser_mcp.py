@@ -17,19 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast
+from typing import Any, Final
+
+from ._udp import UdpDeviceSim
 
 log = logging.getLogger(__name__)
 
-Fault = Literal["silent", "garbage", "slow"] | None
-
 DEFAULT_PORT: Final = 53212
-TICK_S: Final = 0.02  # cyclic bursts are due at most this late (against ≥ 100 ms cycles)
-LIVELY_EVERY_S: Final = 0.25
 MAX_INPUT: Final = 1500  # G4-MCP p.6: longer input is silently ignored
 NAME_MAX: Final = 8  # UNVERIFIED (the reference has no name length); front panels show 8 characters
 
@@ -95,8 +92,17 @@ class _Push:
     next_due: float
 
 
-class McpSim(asyncio.DatagramProtocol):
+class McpSim(UdpDeviceSim):
     """One MCP device (a single-channel receiver or IEM transmitter) on ``host:port``."""
+
+    log = log
+    LABEL = "mcp sim"
+    GARBAGE = (
+        b"RF1 abc 12 1\r",  # not a number
+        b"\xff\xfe\x00\x81\r",  # binary
+        b"Bat 250\r",  # out of range
+        b"AF 1\rStates\r",  # wrong counts
+    )
 
     def __init__(
         self,
@@ -110,18 +116,12 @@ class McpSim(asyncio.DatagramProtocol):
     ) -> None:
         if model not in MODELS:
             raise ValueError(f"model must be one of {', '.join(MODELS)}")
-        self.host = host
-        self._port = port
+        super().__init__(host, port, seed=seed, lively=lively)
         self.model = model
         self.kind, self.firmware = MODELS[model]
         self.reply_port = reply_port
-        self.lively = lively
-        self.fault: Fault = None
-        self.slow_s = 0.5
         self.send_config_changes = True  # False: a device that only moves Config (tests the re-read path)
         self.received: list[SimRequest] = []
-        self.sent = 0
-        self._rng = random.Random(seed)
         rng = self._rng
         self.name = NAMES[seed % len(NAMES)]
         self.bank, self.chan = 1 + seed % 6, 1 + rng.randrange(0, 12)
@@ -146,53 +146,16 @@ class McpSim(asyncio.DatagramProtocol):
         self._pushes: dict[str, _Push] = {}
         self._last_msg: tuple[str, ...] = self._warnings()
         self._last_pilot_bat: tuple[bool, int | None] = (self.pilot, self.battery)
-        self._transport: asyncio.DatagramTransport | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._ticker: asyncio.Task[None] | None = None
-        self._lost: asyncio.Future[None] | None = None
-        self._garbage_i = 0
 
     # ================================================================= lifecycle
 
-    @property
-    def port(self) -> int:
-        return self._port
-
-    async def start(self) -> None:
-        if self._transport is not None:
-            return
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self._port))
-        self._transport = transport
-        self._port = transport.get_extra_info("sockname")[1]
-        self._lost = loop.create_future()
-        self._ticker = loop.create_task(self._tick())
-        log.debug("mcp sim %s:%d (%s) started", self.host, self._port, self.model)
+    def describe(self) -> str:
+        return self.model
 
     async def stop(self) -> None:
         """Close the socket and forget Push targets, as a power cycle would."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-            if self._lost is not None:
-                await self._lost  # the port is free again only once the socket is really closed
+        await super().stop()
         self._pushes.clear()
-
-    async def __aenter__(self) -> McpSim:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ================================================================= controls
 
@@ -366,13 +329,6 @@ class McpSim(asyncio.DatagramProtocol):
 
     # ================================================================= protocol
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_result(None)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         peer = (str(addr[0]), int(addr[1]))
         text = data.decode("latin-1")
@@ -484,20 +440,13 @@ class McpSim(asyncio.DatagramProtocol):
             self._pushes[target[0]] = _Push(target, now + timeout, cycle / 1000, mode, now + cycle / 1000)
         return [line]
 
-    async def _tick(self) -> None:
-        last_lively = time.monotonic()
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = time.monotonic()
-            if self.lively and now - last_lively >= LIVELY_EVERY_S:
-                last_lively = now
-                self._live_step()
-            for key, push in list(self._pushes.items()):
-                if now >= push.expires:
-                    del self._pushes[key]  # reporting stops silently when the timeout runs out
-                elif push.cycle_s and now >= push.next_due:
-                    push.next_due = max(push.next_due + push.cycle_s, now)
-                    self._send(self._burst(), push.target)
+    def _due(self, now: float) -> None:
+        for key, push in list(self._pushes.items()):
+            if now >= push.expires:
+                del self._pushes[key]  # reporting stops silently when the timeout runs out
+            elif push.cycle_s and now >= push.next_due:
+                push.next_due = max(push.next_due + push.cycle_s, now)
+                self._send(self._burst(), push.target)
 
     def _live_step(self) -> None:
         rng = self._rng
@@ -511,36 +460,6 @@ class McpSim(asyncio.DatagramProtocol):
                 self.battery = BAT_LEVELS[BAT_LEVELS.index(self.battery) - 1]
                 self._state_changed()
 
-    # ================================================================= sending (with fault modes)
-
-    def _send(self, data: bytes, target: tuple[str, int]) -> None:
-        if self.fault == "silent" or self._transport is None:
-            return
-        if self.fault == "slow":
-            task = asyncio.get_running_loop().create_task(self._later(self.slow_s, data, target))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        if self.fault == "garbage":
-            self._transport.sendto(self._garbage(), target)
-        self.sent += 1
-        self._transport.sendto(data, target)
-
-    async def _later(self, delay: float, data: bytes, target: tuple[str, int]) -> None:
-        await asyncio.sleep(delay)
-        if self._transport is not None:
-            self.sent += 1
-            self._transport.sendto(data, target)
-
-    def _garbage(self) -> bytes:
-        samples = (
-            b"RF1 abc 12 1\r",  # not a number
-            b"\xff\xfe\x00\x81\r",  # binary
-            b"Bat 250\r",  # out of range
-            b"AF 1\rStates\r",  # wrong counts
-        )
-        self._garbage_i += 1
-        return samples[self._garbage_i % len(samples)]
 
 
 async def main(argv: list[str] | None = None) -> None:

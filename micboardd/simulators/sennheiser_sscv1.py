@@ -17,20 +17,18 @@ import contextlib
 import json
 import logging
 import math
-import random
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast
+from typing import Any, Final
+
+from ._udp import LIVELY_EVERY_S, UdpDeviceSim
 
 log = logging.getLogger(__name__)
 
 Path = tuple[str, ...]
-Fault = Literal["silent", "garbage", "slow"] | None
 
-TICK_S: Final = 0.02  # periodic subscriptions are due at most this late (20 ms against ≥ 100 ms rates)
-LIVELY_EVERY_S: Final = 0.25  # how often lively mode moves the meters
 DEFAULT_LIFETIME_S: Final = 10.0  # SSC default (D6000-SSC p.14)
 DEFAULT_COUNT: Final = 1000
 
@@ -133,8 +131,17 @@ def _nest(items: list[tuple[Path, Any]]) -> dict[str, Any]:
     return root
 
 
-class SSCv1Sim(asyncio.DatagramProtocol):
+class SSCv1Sim(UdpDeviceSim):
     """An SSCv1 device on ``host:port`` (port 0 picks one; a restart keeps it)."""
+
+    log = log
+    LABEL = "sscv1 sim"
+    GARBAGE = (
+        b'{"rx1":{"name":"VOX',  # truncated JSON
+        b"\xff\xfe\x00garbage\x81",  # not UTF-8
+        b"[1,2,3]",  # JSON, but not an object
+        b'{"m":' * 40 + b"1" + b"}" * 40,  # nesting deeper than any SSC address
+    )
 
     def __init__(
         self,
@@ -148,17 +155,11 @@ class SSCv1Sim(asyncio.DatagramProtocol):
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}")
-        self.host = host
-        self._port = port
+        super().__init__(host, port, seed=seed, lively=lively)
         self.variant = variant
-        self.lively = lively
-        self.fault: Fault = None
-        self.slow_s = 0.5
         self.bundle_ack = False  # CONSTRUCTED: False sends the ack, then the initial notification separately
         self.locked = False  # a locked device refuses every write with 423
         self.received: list[SimRequest] = []
-        self.sent = 0
-        self._rng = random.Random(seed)
         rng = self._rng
         self.device_name = f"{variant.upper()}-{seed}"[:18]
         self.serial = f"{1_000_000_000 + seed * 7919 % 99_999_999}"
@@ -182,58 +183,17 @@ class SSCv1Sim(asyncio.DatagramProtocol):
                 af=round(rng.uniform(-40, -18), 1),
             )
         self._subs: dict[tuple[tuple[str, int], frozenset[Path]], _Subscription] = {}
-        self._transport: asyncio.DatagramTransport | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._ticker: asyncio.Task[None] | None = None
-        self._lost: asyncio.Future[None] | None = None
-        self._garbage_i = 0
         self._table = self._build_table()
 
     # ================================================================= lifecycle
 
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def running(self) -> bool:
-        return self._transport is not None
-
-    async def start(self) -> None:
-        if self._transport is not None:
-            return
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.host, self._port))
-        self._transport = transport
-        self._port = transport.get_extra_info("sockname")[1]
-        self._lost = loop.create_future()
-        self._ticker = loop.create_task(self._tick())
-        log.debug("sscv1 sim %s:%d (%s) started", self.host, self._port, self.variant)
+    def describe(self) -> str:
+        return self.variant
 
     async def stop(self) -> None:
         """Close the socket and forget subscriptions, as a power cycle would."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
-            if self._lost is not None:
-                await self._lost  # the port is free again only once the socket is really closed
+        await super().stop()
         self._subs.clear()
-
-    async def __aenter__(self) -> SSCv1Sim:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     # ================================================================= controls
 
@@ -460,13 +420,6 @@ class SSCv1Sim(asyncio.DatagramProtocol):
 
     # ================================================================= protocol
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._lost is not None and not self._lost.done():
-            self._lost.set_result(None)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)  # selector transports lack the base class
-
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         peer = (str(addr[0]), int(addr[1]))
         try:
@@ -607,22 +560,15 @@ class SSCv1Sim(asyncio.DatagramProtocol):
         sub.sent += 1
         self._reply(sub.peer, self._values_message(paths))
 
-    async def _tick(self) -> None:
-        last_lively = time.monotonic()
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = time.monotonic()
-            if self.lively and now - last_lively >= LIVELY_EVERY_S:
-                last_lively = now
-                self._live_step()
-            for key, sub in list(self._subs.items()):
-                if now >= sub.expires or sub.sent >= sub.count:
-                    del self._subs[key]
-                    self._reply(sub.peer, {"osc": {"error": [{"osc": {"state": {"subscribe": [310]}}}]}})
-                    continue
-                if sub.period_s and now >= sub.next_due:
-                    sub.next_due = max(sub.next_due + sub.period_s, now)
-                    self._send_note(sub, sub.paths)
+    def _due(self, now: float) -> None:
+        for key, sub in list(self._subs.items()):
+            if now >= sub.expires or sub.sent >= sub.count:
+                del self._subs[key]
+                self._reply(sub.peer, {"osc": {"error": [{"osc": {"state": {"subscribe": [310]}}}]}})
+                continue
+            if sub.period_s and now >= sub.next_due:
+                sub.next_due = max(sub.next_due + sub.period_s, now)
+                self._send_note(sub, sub.paths)
 
     def _live_step(self) -> None:
         rng = self._rng
@@ -647,32 +593,7 @@ class SSCv1Sim(asyncio.DatagramProtocol):
     def _reply(self, peer: tuple[str, int], message: dict[str, Any]) -> None:
         if self.fault == "silent" or self._transport is None:
             return
-        data = json.dumps(message, separators=(",", ":")).encode("utf-8")
-        if self.fault == "slow":
-            task = asyncio.get_running_loop().create_task(self._later(self.slow_s, data, peer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        if self.fault == "garbage":
-            self._transport.sendto(self._garbage(), peer)
-        self.sent += 1
-        self._transport.sendto(data, peer)
-
-    async def _later(self, delay: float, data: bytes, peer: tuple[str, int]) -> None:
-        await asyncio.sleep(delay)
-        if self._transport is not None:
-            self.sent += 1
-            self._transport.sendto(data, peer)
-
-    def _garbage(self) -> bytes:
-        samples = (
-            b'{"rx1":{"name":"VOX',  # truncated JSON
-            b"\xff\xfe\x00garbage\x81",  # not UTF-8
-            b"[1,2,3]",  # JSON, but not an object
-            b'{"m":' * 40 + b"1" + b"}" * 40,  # nesting deeper than any SSC address
-        )
-        self._garbage_i += 1
-        return samples[self._garbage_i % len(samples)]
+        self._send(json.dumps(message, separators=(",", ":")).encode("utf-8"), peer)
 
 
 def _number(value: Any, default: float) -> float:

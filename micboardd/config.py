@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -201,6 +202,9 @@ class _Reader:
         value = data[key]
         if typ is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if typ is float and isinstance(value, float) and not math.isfinite(value):
+            self.fail(f"{path}{key}", f"must be a finite number, got {value}")
+            return default
         if isinstance(value, bool) and typ is not bool and (typ is int or typ is float):
             self.fail(f"{path}{key}", f"must be a number, got a boolean ({value})")
             return default

@@ -101,3 +101,10 @@ def test_parse_device_round_trip() -> None:
     with pytest.raises(ConfigError) as info:
         parse_device({"id": "rx9", "family": "axient"})
     assert info.value.problems[0][0] == "device.host"
+
+
+def test_non_finite_numbers_are_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mqtt": {"meter_interval_s": float("nan"), "meter_deadband_db": float("inf")}})
+    paths = {p for p, _ in info.value.problems}
+    assert paths == {"mqtt.meter_interval_s", "mqtt.meter_deadband_db"}

@@ -743,3 +743,13 @@ def test_channels_for_model(vocab: V.Vocab, model: str | None, count: int | None
 def test_unknown_family() -> None:
     with pytest.raises(KeyError, match="known"):
         V.for_family("mxw")
+
+
+def test_a_complete_frame_over_the_cap_is_garbage_too() -> None:
+    from micboardd.adapters.shure.codec import Framer, Garbage
+
+    framer = Framer(max_frame=64)
+    long_value = b"< REP 1 CHAN_NAME {" + b"x" * 100 + b"} >"
+    out = framer.feed(long_value + b"< REP 1 BATT_BARS 004 >")
+    assert isinstance(out[0], Garbage) and "longer than 64" in out[0].reason
+    assert out[1:] == [b" REP 1 BATT_BARS 004 "]

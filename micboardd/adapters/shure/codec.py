@@ -120,11 +120,11 @@ class Framer:
     def _piece(self, piece: bytes, out: list[bytes | Garbage]) -> None:
         if self._start is None:
             if piece.strip():
-                out.append(piece)
+                self._emit(piece, out)
             return
         i = piece.find(b"<")
         if i == 0:
-            out.append(piece[1:])
+            self._emit(piece[1:], out)
             return
         if i < 0:
             if piece.strip():
@@ -133,7 +133,14 @@ class Framer:
         junk = piece[:i]
         if junk.strip():
             out.append(Garbage(junk[:GARBAGE_REPR_BYTES], "bytes outside a frame"))
-        out.append(piece[i + 1 :])
+        self._emit(piece[i + 1 :], out)
+
+    def _emit(self, body: bytes, out: list[bytes | Garbage]) -> None:
+        """A complete frame, unless it is longer than the cap (which then holds whole frames too)."""
+        if len(body) > self._max:
+            out.append(Garbage(body[:GARBAGE_REPR_BYTES], f"frame longer than {self._max} bytes"))
+        else:
+            out.append(body)
 
     def flush(self) -> list[bytes | Garbage]:
         """End of a datagram or stream: whatever is left is garbage unless it is whitespace."""

@@ -16,15 +16,8 @@ from typing import Any, Final
 import httpx
 
 from ....config import DeviceConfig
-from ...base import (
-    AuthError,
-    DeviceError,
-    DeviceLink,
-    ProtocolError,
-    RetryableError,
-    TerminalError,
-    describe_os_error,
-)
+from ...base import AuthError, DeviceError, DeviceLink, ProtocolError, RetryableError
+from ...https import TlsTrust, transport_error, url_host
 from ..sse import excerpt
 from .options import SSCv2Options
 from .resources import SUBS
@@ -45,7 +38,10 @@ class DeviceClient:
         self.http: httpx.AsyncClient | None = None  # the live session's client; None between sessions
         self._pace = asyncio.Lock()
         self._next_request_at = 0.0
-        self._warned_insecure = False
+        self._trust = TlsTrust(
+            config, self.log, check_hostname=opt.tls_check_hostname,
+            secret="the device password", certificate="the device certificate",
+        )
 
     def open(self) -> httpx.AsyncClient:
         """A new client for one session; TerminalError when the configured trust cannot be loaded."""
@@ -76,27 +72,8 @@ class DeviceClient:
             await client.aclose()
 
     def _tls(self) -> ssl.SSLContext | bool:
-        cfg = self.config
-        if cfg.tls_ca_file:
-            try:
-                ctx = ssl.create_default_context(cafile=cfg.tls_ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise TerminalError(f"tls_ca_file {cfg.tls_ca_file!r} is not a readable PEM file: {exc}") from exc
-            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a pinned device certificate is a trust anchor
-            ctx.check_hostname = self.opt.tls_check_hostname
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            return ctx
-        if cfg.tls_insecure:
-            if not self._warned_insecure:
-                self._warned_insecure = True
-                self.log.warning(
-                    "TLS certificate verification is OFF (tls_insecure = true); anyone on the network path "
-                    "can read the device password. Set tls_ca_file to the device certificate instead."
-                )
-            return False
-        ctx = ssl.create_default_context()
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        return ctx
+        ctx = self._trust.context()
+        return False if ctx is None else ctx  # httpx builds its own non-verifying context for False
 
     def require(self) -> httpx.AsyncClient:
         """The live client; RetryableError between sessions."""
@@ -166,23 +143,4 @@ class DeviceClient:
 
     def transport_error(self, exc: httpx.HTTPError, what: str) -> DeviceError:
         """The DeviceError a transport failure means: an untrusted certificate is terminal, the rest retryable."""
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, ssl.SSLCertVerificationError):
-                return TerminalError(
-                    f"TLS certificate of {self.base_url} not trusted ({cause.verify_message}); set tls_ca_file "
-                    "to the device certificate or its CA (or tls_insecure = true to skip verification)"
-                )
-            if isinstance(cause, ssl.SSLError):
-                return RetryableError(f"{what}: TLS error ({cause.reason or cause})")
-            if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError) and cause.strerror:
-                return RetryableError(f"{what}: {describe_os_error(cause)}")
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(exc, httpx.TimeoutException):
-            return RetryableError(f"{what}: timed out")
-        return RetryableError(f"{what}: {type(exc).__name__} {exc}".strip())
-
-
-def url_host(host: str) -> str:
-    """A host as it goes in a URL: IPv6 literals in brackets."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return transport_error(exc, what, origin=self.base_url, pin_hint="the device certificate or its CA")

@@ -22,7 +22,8 @@ from urllib.parse import quote
 import httpx
 
 from ....config import DeviceConfig
-from ...base import AuthError, DeviceError, DeviceLink, ProtocolError, RetryableError, TerminalError, describe_os_error
+from ...base import AuthError, DeviceError, DeviceLink, ProtocolError, RetryableError
+from ...https import TlsTrust, transport_error, unverified_context, url_host
 from .codec import CodecError, DeviceNode, Problem, excerpt, parse_device_list, parse_problem
 from .options import SystemApiOptions
 
@@ -41,11 +42,6 @@ class ApiStatusError(Exception):
         super().__init__(f"{method} {path}: HTTP {status}" + (f" ({said})" if said else ""))
         self.status = status
         self.problem = problem
-
-
-def url_host(host: str) -> str:
-    """A host as it goes in a URL: IPv6 literals in brackets."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def seg(value: str) -> str:
@@ -68,7 +64,10 @@ class ApiClient:
         # must not look like a dead one
         self._slots = asyncio.Semaphore(opt.parallel)
         self._ssl: ssl.SSLContext | None = None
-        self._warned_insecure = False
+        self._trust = TlsTrust(
+            config, self.log, check_hostname=opt.tls_check_hostname,
+            secret="the API key", certificate="the server's certificate",
+        )
 
     # ------------------------------------------------------------------ TLS and key
 
@@ -76,29 +75,9 @@ class ApiClient:
         """The session's TLS trust, shared by REST and the WebSocket; TerminalError when it cannot load."""
         if self._ssl is not None:
             return self._ssl
-        cfg = self.config
-        if cfg.tls_ca_file:
-            try:
-                ctx = ssl.create_default_context(cafile=cfg.tls_ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise TerminalError(f"tls_ca_file {cfg.tls_ca_file!r} is not a readable PEM file: {exc}") from exc
-            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a pinned server certificate is its own anchor
-            ctx.check_hostname = self.opt.tls_check_hostname
-        elif cfg.tls_insecure:
-            if not self._warned_insecure:
-                self._warned_insecure = True
-                self.log.warning(
-                    "TLS certificate verification is OFF (tls_insecure = true): anyone on the network path can "
-                    "read the API key. Set tls_ca_file to the server's certificate instead."
-                )
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        else:
-            # The system trust store: right for a server given a CA-signed certificate; the default
-            # self-signed one fails the handshake with a TerminalError that says what to set.
-            ctx = ssl.create_default_context()
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx = self._trust.context()
+        if ctx is None:  # tls_insecure: the WebSocket needs a context object, so one that checks nothing
+            ctx = unverified_context()
         self._ssl = ctx
         return ctx
 
@@ -246,18 +225,4 @@ class ApiClient:
 
     def transport_error(self, exc: BaseException, what: str) -> DeviceError:
         """The DeviceError a transport failure means: an untrusted certificate is terminal, the rest retryable."""
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, ssl.SSLCertVerificationError):
-                return TerminalError(
-                    f"TLS certificate of {self.origin} not trusted ({cause.verify_message}); set tls_ca_file to "
-                    "the System API server's certificate (or tls_insecure = true to skip verification)"
-                )
-            if isinstance(cause, ssl.SSLError):
-                return RetryableError(f"{what}: TLS error ({cause.reason or cause})")
-            if isinstance(cause, OSError) and cause.strerror:
-                return RetryableError(f"{what}: {describe_os_error(cause)}")
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(exc, httpx.TimeoutException):
-            return RetryableError(f"{what}: timed out")
-        return RetryableError(f"{what}: {type(exc).__name__} {exc}".strip())
+        return transport_error(exc, what, origin=self.origin, pin_hint="the System API server's certificate")

@@ -9,19 +9,18 @@ keys (documented in ``micboardd/adapters/sennheiser/mcp/__init__.py``): ``push_t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Supervised, is_online, run_supervised, wait_for
 
-from micboardd.adapters.base import Supervisor, TerminalError
+from micboardd.adapters.base import TerminalError
 from micboardd.adapters.sennheiser import mcp, udp
 from micboardd.adapters.sennheiser.mcp import (
     Battery,
@@ -143,13 +142,6 @@ def local_port() -> int:
     return free_udp_port()
 
 
-async def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll until ``predicate()`` is truthy."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 def device_config(sim: McpSim, dev_id: str = "g4", **kw: Any) -> DeviceConfig:
     return DeviceConfig(
         id=dev_id, family="mcp", host=sim.host, port=sim.port, model=sim.model, local_port=sim.reply_port,
@@ -157,22 +149,12 @@ def device_config(sim: McpSim, dev_id: str = "g4", **kw: Any) -> DeviceConfig:
     )
 
 
-@contextlib.asynccontextmanager
-async def supervised(cfg: DeviceConfig, hub: StateHub | None = None) -> AsyncIterator[tuple[Supervisor, StateHub]]:
-    hub = hub or StateHub()
-    sup = Supervisor(cfg, hub, McpAdapter, backoff_base=0.1, backoff_cap=0.5)
-    task = asyncio.create_task(sup.run())
-    try:
-        yield sup, hub
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def supervised(cfg: DeviceConfig, hub: StateHub | None = None) -> Supervised:
+    return run_supervised(cfg, McpAdapter, hub, backoff_base=0.1, backoff_cap=0.5)
 
 
 def online(hub: StateHub, dev_id: str = "g4") -> bool:
-    dev = hub.device(dev_id)
-    return dev is not None and dev.state is ConnState.ONLINE
+    return is_online(hub, dev_id)
 
 
 def tx(hub: StateHub, dev_id: str = "g4") -> Any:

@@ -7,17 +7,17 @@ Short timeouts come from ``[devices.options]`` keys (documented in ``micboardd/a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Supervised, run_supervised, wait_for
+from helpers import is_online as online
 
-from micboardd.adapters.base import Supervisor, TerminalError
+from micboardd.adapters.base import TerminalError
 from micboardd.adapters.sennheiser import sscv1, udp
 from micboardd.adapters.sennheiser.sscv1 import (
     ConvCtx,
@@ -173,13 +173,6 @@ def test_options_are_validated() -> None:
 # ============================================================================= against the simulator
 
 
-async def wait_for(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    """Poll until ``predicate()`` is truthy (events would need hooks inside the hub)."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
 def device_config(sim: SSCv1Sim, dev_id: str = "ewdx1", **kw: Any) -> DeviceConfig:
     options = {**FAST, "variant": sim.variant, **kw.pop("options", {})}
     return DeviceConfig(
@@ -188,22 +181,8 @@ def device_config(sim: SSCv1Sim, dev_id: str = "ewdx1", **kw: Any) -> DeviceConf
     )
 
 
-@contextlib.asynccontextmanager
-async def supervised(cfg: DeviceConfig, hub: StateHub | None = None) -> AsyncIterator[tuple[Supervisor, StateHub]]:
-    hub = hub or StateHub()
-    sup = Supervisor(cfg, hub, SSCv1Adapter, backoff_base=0.1, backoff_cap=0.5)
-    task = asyncio.create_task(sup.run())
-    try:
-        yield sup, hub
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def online(hub: StateHub, dev_id: str) -> bool:
-    dev = hub.device(dev_id)
-    return dev is not None and dev.state is ConnState.ONLINE
+def supervised(cfg: DeviceConfig, hub: StateHub | None = None) -> Supervised:
+    return run_supervised(cfg, SSCv1Adapter, hub, backoff_base=0.1, backoff_cap=0.5)
 
 
 @pytest.mark.parametrize("variant", ["ewdx", "speechline", "ewd", "d6000"])

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
+from helpers import Supervised, is_online, run_supervised, started, wait_until
 
-from micboardd.adapters.base import Supervisor
 from micboardd.adapters.sennheiser.sscv2 import SSCv2Adapter
 from micboardd.commands import (
     CommandError,
@@ -39,17 +38,6 @@ METERS = ("signalStrengthIndicator", "signalQualityIndicator", "diversityIndicat
 pytestmark = pytest.mark.timeout(20)
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def config(sim: SSCv2Sim, **overrides: Any) -> DeviceConfig:
     options = {**FAST, **overrides.pop("options", {})}
     fields: dict[str, Any] = {
@@ -65,33 +53,16 @@ def config(sim: SSCv2Sim, **overrides: Any) -> DeviceConfig:
     return DeviceConfig(**fields)
 
 
-@contextlib.asynccontextmanager
-async def supervised(cfg: DeviceConfig) -> AsyncIterator[tuple[Supervisor, StateHub]]:
-    hub = StateHub()
-    sup = Supervisor(cfg, hub, SSCv2Adapter, backoff_base=0.05, backoff_cap=0.3)
-    task = asyncio.create_task(sup.run())
-    try:
-        yield sup, hub
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def supervised(cfg: DeviceConfig) -> Supervised:
+    return run_supervised(cfg, SSCv2Adapter, backoff_base=0.05, backoff_cap=0.3)
 
 
-@contextlib.asynccontextmanager
-async def simulator(**kwargs: Any) -> AsyncIterator[SSCv2Sim]:
-    sim = SSCv2Sim(**kwargs)
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-        sim.cleanup()
+def simulator(**kwargs: Any) -> AbstractAsyncContextManager[SSCv2Sim]:
+    return started(SSCv2Sim(**kwargs))
 
 
 def online(hub: StateHub) -> bool:
-    dev = hub.device(DEV)
-    return dev is not None and dev.state is ConnState.ONLINE
+    return is_online(hub, DEV)
 
 
 def ch(hub: StateHub, n: int) -> Channel:

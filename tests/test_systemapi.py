@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import ssl
-import time
-from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import quote, unquote
 
 import httpx
 import pytest
+from helpers import Supervised, run_supervised, started, wait_until
 
 from micboardd.actions import ActionRunner, Actor, Role
 from micboardd.adapters.base import Supervisor
@@ -41,17 +39,6 @@ ADMIN = Actor("admin", Role.ADMIN, via="cli")
 pytestmark = pytest.mark.timeout(20)
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def config(sim: SystemApiSim, **overrides: Any) -> DeviceConfig:
     options = {**FAST, **overrides.pop("options", {})}
     fields: dict[str, Any] = {
@@ -62,29 +49,13 @@ def config(sim: SystemApiSim, **overrides: Any) -> DeviceConfig:
     return DeviceConfig(**fields)
 
 
-@contextlib.asynccontextmanager
-async def simulator(**kwargs: Any) -> AsyncIterator[SystemApiSim]:
+def simulator(**kwargs: Any) -> AbstractAsyncContextManager[SystemApiSim]:
     kwargs.setdefault("activity_s", 0.5)
-    sim = SystemApiSim(**kwargs)
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
-        sim.cleanup()
+    return started(SystemApiSim(**kwargs))
 
 
-@contextlib.asynccontextmanager
-async def supervised(cfg: DeviceConfig, hub: StateHub | None = None) -> AsyncIterator[tuple[Supervisor, StateHub]]:
-    hub = hub or StateHub()
-    sup = Supervisor(cfg, hub, SystemApiAdapter, backoff_base=0.05, backoff_cap=0.3)
-    task = asyncio.create_task(sup.run())
-    try:
-        yield sup, hub
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def supervised(cfg: DeviceConfig, hub: StateHub | None = None) -> Supervised:
+    return run_supervised(cfg, SystemApiAdapter, hub, backoff_base=0.05, backoff_cap=0.3)
 
 
 def child_id(dev: SimDevice) -> str:

@@ -271,23 +271,27 @@ class StateHub:
     def apply(self, updates: Iterable[Update]) -> list[Change]:
         """Apply updates in order; return (and fan out) the changes that really changed something."""
         changes: list[Change] = []
-        for update in updates:
-            self.updates_applied += 1
-            for kind, key, before, after in self._resolve(update):
-                if before == after:
-                    continue
-                if after is None:
-                    self._state[kind].pop(key, None)
-                else:
-                    self._state[kind][key] = after
-                self._revision += 1
-                change = Change(self._revision, kind, key, before, after)
-                self._history.append(change)
-                changes.append(change)
-        if changes:
-            for sub in list(self._subs):
-                for change in changes:
-                    sub._push(change)
+        try:
+            for update in updates:
+                self.updates_applied += 1
+                for kind, key, before, after in self._resolve(update):
+                    if before == after:
+                        continue
+                    if after is None:
+                        self._state[kind].pop(key, None)
+                    else:
+                        self._state[kind][key] = after
+                    self._revision += 1
+                    change = Change(self._revision, kind, key, before, after)
+                    self._history.append(change)
+                    changes.append(change)
+        finally:
+            # A bad update (unknown field) raises after the ones before it were applied: the sinks must
+            # still see those, or the store, MQTT and live watchers would miss revisions the hub holds.
+            if changes:
+                for sub in list(self._subs):
+                    for change in changes:
+                        sub._push(change)
         return changes
 
     def apply_one(self, update: Update) -> list[Change]:

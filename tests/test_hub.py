@@ -105,3 +105,14 @@ async def test_meter_subscription_is_latest_only() -> None:
     batch = await asyncio.wait_for(sub.get(), 1)
     assert len(batch) == 1 and batch[0].rf_dbm == (-41.0,)
     sub.close()
+
+
+def test_a_bad_update_still_fans_out_the_changes_applied_before_it() -> None:
+    hub = StateHub()
+    sub = hub.subscribe("sink")
+    with pytest.raises(ValueError, match="battery"):
+        hub.apply([ChannelUpdate("rx1", 1, {"name": "Lead"}), ChannelUpdate("rx1", 2, {"battery": 3})])
+    assert hub.revision == 1 and hub.channel("rx1", 1) is not None
+    batch = sub.get_nowait()
+    assert [(c.revision, c.key) for c in batch] == [(1, "rx1/1")]
+    sub.close()

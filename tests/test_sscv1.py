@@ -381,6 +381,16 @@ async def test_meter_rate_command_resubscribes() -> None:
         assert not speechline.supports(Identify(1)) and speechline.supports(RenameChannel(1, "A"))
 
 
+async def test_meter_rate_command_on_a_dying_session_fails_as_offline() -> None:
+    """The session ending under a pending SetMeterRate is a CommandError, not a DeviceError escaping execute."""
+    async with SSCv1Sim("127.0.21.15", channels=1, seed=15) as sim, supervised(device_config(sim)) as (sup, hub):
+        await wait_for(lambda: online(hub, "ewdx1"))
+        sim.fault = "silent"  # the 1.2 s silence timeout ends the session inside the 3 s echo wait
+        with pytest.raises(CommandError) as exc:
+            await asyncio.wait_for(sup.execute(SetMeterRate(500)), 5)
+        assert exc.value.reason in (CommandErrorReason.TIMEOUT, CommandErrorReason.OFFLINE)
+
+
 async def test_local_port_in_use_is_reported_clearly() -> None:
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     blocker.bind(("127.0.0.1", 0))

@@ -469,7 +469,7 @@ class SSCv1Adapter(Adapter):
             reply = await self._request(s, tree, ECHO_TIMEOUT_S)
         except TimeoutError:
             raise CommandError(CommandErrorReason.TIMEOUT, f"no echo within {ECHO_TIMEOUT_S:g} s") from None
-        except RetryableError as exc:
+        except (RetryableError, OSError) as exc:  # the session ended or its socket closed under the command
             raise CommandError(CommandErrorReason.OFFLINE, str(exc)) from None
         errors = [e for e in reply.errors if e.path in values or not e.path]
         if errors:
@@ -498,12 +498,14 @@ class SSCv1Adapter(Adapter):
         _settings, old = self._elements(s)
         for n in chans:
             self._meter_rate[n] = rate
-        if old:
-            self._send(s, subscribe_tree([({"cancel": True}, paths) for _opts, paths in old]))
         try:
+            if old:
+                self._send(s, subscribe_tree([({"cancel": True}, paths) for _opts, paths in old]))
             reply = await self._request(s, self._subscription(s), ECHO_TIMEOUT_S)
         except TimeoutError:
             raise CommandError(CommandErrorReason.TIMEOUT, "subscription not acknowledged") from None
+        except (RetryableError, OSError) as exc:  # the session ended or its socket closed under the command
+            raise CommandError(CommandErrorReason.OFFLINE, str(exc)) from None
         if any(e.code not in (ERR_FAILED_DEPENDENCY,) for e in reply.errors):
             raise CommandError(CommandErrorReason.REJECTED, f"subscription errors: {reply.errors}")
         return CommandResult(value=rate, detail="subscription renewed")

@@ -52,8 +52,7 @@ class AlertEngine:
         slot = self._slot_for(ch.key)
         if slot is not None and not slot.alerts.enabled:
             return {"low_battery": None, "tx_off": None}
-        bars_limit = (slot.alerts.low_battery_bars if slot else None) or self.defaults.low_battery_bars
-        mins_limit = (slot.alerts.low_runtime_minutes if slot else None) or self.defaults.low_runtime_minutes
+        bars_limit, mins_limit = self.defaults.limits(slot.alerts if slot is not None else None)
         who = (slot.performer if slot and slot.performer else None) or ch.name or ch.key
         out: dict[str, tuple[Severity, str] | None] = {}
         tx = ch.tx

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .model import slugify, valid_id
+from .model import SlotAlerts, slugify, valid_id
 
 DEFAULT_CONFIG_PATH: Final = Path("/etc/micboardd/micboardd.toml")
 DEFAULT_STORE_PATH: Final = "/var/lib/micboardd/micboardd.db"
@@ -151,6 +151,14 @@ class MqttConfig:
 class AlertDefaults:
     low_battery_bars: int = 1
     low_runtime_minutes: int = 30
+
+    def limits(self, slot: SlotAlerts | None) -> tuple[int, int]:
+        """(bars, minutes) for a channel: the slot's own setting where it has one (0 included), else ours."""
+        bars, mins = self.low_battery_bars, self.low_runtime_minutes
+        if slot is not None:
+            bars = slot.low_battery_bars if slot.low_battery_bars is not None else bars
+            mins = slot.low_runtime_minutes if slot.low_runtime_minutes is not None else mins
+        return bars, mins
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,3 +167,15 @@ async def test_alert_rules_and_lifecycle() -> None:
         assert "tx_off:a/1" not in {a.alert_id for a in engine.active()}
     finally:
         task.cancel()
+
+
+def test_a_slot_threshold_of_zero_is_its_own_setting_not_the_site_default() -> None:
+    hub = StateHub()
+    engine = AlertEngine(hub, None, AlertDefaults(low_battery_bars=1, low_runtime_minutes=30))
+    hub.apply([
+        Put(Slot(1, channel="a/1", performer="Ana", alerts=SlotAlerts(low_battery_bars=0, low_runtime_minutes=0))),
+        ChannelUpdate("a", 1, tx={"present": True, "battery_bars": 4, "runtime_minutes": 20}),
+    ])
+    (change,) = [c for c in hub.changes_since(0) if c.kind is Kind.CHANNEL]
+    assert engine.evaluate([change]) == []  # 20 min is above this slot's 0, whatever the site default says
+    assert AlertDefaults(1, 30).limits(SlotAlerts(low_battery_bars=0)) == (0, 30)

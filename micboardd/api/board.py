@@ -52,8 +52,7 @@ class BoardIndex:
         if not tx.present:
             return False
         slot = self.slot_of.get(ch.key)
-        bars = (slot.alerts.low_battery_bars if slot else None) or self.defaults.low_battery_bars
-        mins = (slot.alerts.low_runtime_minutes if slot else None) or self.defaults.low_runtime_minutes
+        bars, mins = self.defaults.limits(slot.alerts if slot is not None else None)
         return (tx.battery_bars is not None and tx.battery_bars <= bars) or (
             tx.runtime_minutes is not None and tx.runtime_minutes <= mins
         )

@@ -289,15 +289,9 @@ class TopicMirror:
                 self.put(owner, topic, encode(receiver_config(self.ctx, dev)))
 
     def _thresholds(self, channel_key: str) -> tuple[int, int]:
-        defaults = self.alert_defaults
-        bars, mins = defaults.low_battery_bars, defaults.low_runtime_minutes
         nums = self._slots_by_channel.get(channel_key)
-        if nums:
-            slot: Slot | None = self._hub.get(Kind.SLOT, str(min(nums)))
-            if slot is not None:
-                bars = slot.alerts.low_battery_bars if slot.alerts.low_battery_bars is not None else bars
-                mins = slot.alerts.low_runtime_minutes if slot.alerts.low_runtime_minutes is not None else mins
-        return bars, mins
+        slot: Slot | None = self._hub.get(Kind.SLOT, str(min(nums))) if nums else None
+        return self.alert_defaults.limits(slot.alerts if slot is not None else None)
 
     def _channel(self, ch: Channel, revision: int) -> None:
         owner = ("channel", ch.key)

@@ -112,8 +112,8 @@ class EventSocket:
         """Ping the socket and wait for the pong; RetryableError when it does not come."""
         ws = self._require()
         try:
-            pong = await ws.ping()
-            async with asyncio.timeout(self.opt.ping_timeout_s):
+            async with asyncio.timeout(self.opt.ping_timeout_s):  # sending the ping can wait on a full buffer too
+                pong = await ws.ping()
                 await pong
         except TimeoutError:
             raise RetryableError(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 from .config import AlertDefaults
 from .hub import Change, Put, Remove, StateHub
 from .model import Alert, AlertState, Channel, ConnState, Device, ErrorKind, Kind, Severity, Slot
+from .store.engine import StoreError
 
 if TYPE_CHECKING:
     from .store import Store
@@ -38,6 +39,9 @@ class AlertEngine:
         self.store = store
         self.defaults = defaults
         self.raised = 0
+        # Evaluating and committing read the current alert, await the store, then put the new one: one at a
+        # time, or an acknowledgement and a clear that overlap would each overwrite what the other wrote.
+        self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ rules
 
@@ -92,22 +96,31 @@ class AlertEngine:
         out: list[Alert] = []
         now = time.time()
         for change in changes:
-            if change.kind is Kind.CHANNEL and change.after is not None:
-                conds = self._channel_conditions(change.before, change.after)
-                subject = change.key
-            elif change.kind is Kind.DEVICE and change.after is not None:
-                conds = self._device_conditions(change.after)
-                subject = change.key
-            elif change.kind is Kind.SLOT and change.after is not None and change.after.channel:
-                ch = self.hub.get(Kind.CHANNEL, change.after.channel)
-                if ch is None:
-                    continue
-                conds = self._channel_conditions(ch, ch)
-                subject = ch.key
-            else:
-                continue
-            for rule, cond in conds.items():
-                out.extend(self._transition(rule, subject, cond, now))
+            try:
+                out.extend(self._evaluate_one(change, now))
+            except Exception:  # one entity's odd data must not stop the rules for every other one
+                log.exception("%s: could not evaluate alert rules for this %s", change.key, change.kind.value)
+        return out
+
+    def _evaluate_one(self, change: Change, now: float) -> list[Alert]:
+        conds: dict[str, tuple[Severity, str] | None]
+        if change.kind is Kind.CHANNEL and change.after is not None:
+            conds = self._channel_conditions(change.before, change.after)
+            subject = change.key
+        elif change.kind is Kind.DEVICE and change.after is not None:
+            conds = self._device_conditions(change.after)
+            subject = change.key
+        elif change.kind is Kind.SLOT and change.after is not None and change.after.channel:
+            ch = self.hub.get(Kind.CHANNEL, change.after.channel)
+            if ch is None:
+                return []
+            conds = self._channel_conditions(ch, ch)
+            subject = ch.key
+        else:
+            return []
+        out: list[Alert] = []
+        for rule, cond in conds.items():
+            out.extend(self._transition(rule, subject, cond, now))
         return out
 
     def _transition(self, rule: str, subject: str, cond: tuple[Severity, str] | None, now: float) -> list[Alert]:
@@ -130,12 +143,19 @@ class AlertEngine:
         self.raised += 1
         return [Alert(aid, rule, subject, severity, AlertState.ACTIVE, message, raised_at=now)]
 
-    async def _commit(self, alerts: list[Alert]) -> None:
+    async def _commit(self, alerts: list[Alert], *, strict: bool = True) -> None:
+        """Save, then publish; ``strict=False`` (the rules' own verdicts) publishes even when saving fails."""
         if not alerts:
             return
         if self.store is not None:
-            for alert in alerts:
-                await self.store.save_alert(alert)
+            try:
+                for alert in alerts:
+                    await self.store.save_alert(alert)
+            except StoreError as exc:
+                if strict:
+                    raise
+                # The store writer also writes every alert the hub holds, and retries: show it now.
+                log.error("alerts not saved yet (the store writer retries them): %s", exc)
         self.hub.apply([Put(a) for a in alerts])
         for a in alerts:
             log.log(
@@ -148,11 +168,12 @@ class AlertEngine:
 
     async def acknowledge(self, alert_id_: str, actor: str) -> Alert:
         """Mark an active alert as seen; KeyError if there is no such live alert."""
-        current: Alert | None = self.hub.get(Kind.ALERT, alert_id_)
-        if current is None or current.state is AlertState.CLEARED:
-            raise KeyError(alert_id_)
-        acked = replace(current, state=AlertState.ACKNOWLEDGED, acknowledged_by=actor)
-        await self._commit([acked])
+        async with self._lock:
+            current: Alert | None = self.hub.get(Kind.ALERT, alert_id_)
+            if current is None or current.state is AlertState.CLEARED:
+                raise KeyError(alert_id_)
+            acked = replace(current, state=AlertState.ACKNOWLEDGED, acknowledged_by=actor)
+            await self._commit([acked])
         return acked
 
     def active(self) -> list[Alert]:
@@ -169,11 +190,13 @@ class AlertEngine:
         """Evaluate every change batch until cancelled."""
         sub = self.hub.subscribe("alerts", (Kind.DEVICE, Kind.CHANNEL, Kind.SLOT))
         # Evaluate what was restored so alerts that held before a restart hold again.
-        await self._commit(self.evaluate(_as_changes(self.hub)))
+        async with self._lock:
+            await self._commit(self.evaluate(_as_changes(self.hub)), strict=False)
         try:
             while True:
                 batch = await sub.get()
-                await self._commit(self.evaluate(batch))
+                async with self._lock:
+                    await self._commit(self.evaluate(batch), strict=False)
                 expired = self._expired(time.time())
                 if expired:
                     self.hub.apply(expired)

@@ -21,7 +21,8 @@ from micboardd.commands import (
 )
 from micboardd.config import AlertDefaults, DeviceConfig
 from micboardd.hub import ChannelUpdate, DeviceUpdate, Put, StateHub
-from micboardd.model import AlertState, ConnState, ErrorKind, Kind, Severity, Slot, SlotAlerts
+from micboardd.model import Alert, AlertState, ConnState, ErrorKind, Kind, Severity, Slot, SlotAlerts
+from micboardd.store import StoreError
 
 
 class EchoAdapter(Adapter):
@@ -179,3 +180,72 @@ def test_a_slot_threshold_of_zero_is_its_own_setting_not_the_site_default() -> N
     (change,) = [c for c in hub.changes_since(0) if c.kind is Kind.CHANNEL]
     assert engine.evaluate([change]) == []  # 20 min is above this slot's 0, whatever the site default says
     assert AlertDefaults(1, 30).limits(SlotAlerts(low_battery_bars=0)) == (0, 30)
+
+
+class _GatedStore:
+    """Saves alerts in memory; saves of the given state wait for ``gate``; ``fail`` makes every save fail."""
+
+    def __init__(self, hold: AlertState | None = None, fail: bool = False) -> None:
+        self.hold = hold
+        self.fail = fail
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.saved: list[Alert] = []
+
+    async def save_alert(self, alert: Alert) -> None:
+        if self.fail:
+            raise StoreError("disk full")
+        if alert.state is self.hold:
+            self.waiting.set()
+            await self.gate.wait()
+        self.saved.append(alert)
+
+
+async def _settle(engine: AlertEngine, hub: StateHub) -> None:
+    """Until the engine has read every pending batch and is not in the middle of committing one."""
+    lock: asyncio.Lock | None = getattr(engine, "_lock", None)
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if all(s.pending == 0 for s in hub._subs) and (lock is None or not lock.locked()):
+            return
+
+
+async def test_a_failing_store_does_not_stop_the_alert_engine() -> None:
+    hub = StateHub()
+    store = _GatedStore(fail=True)
+    engine = AlertEngine(hub, store, AlertDefaults())  # type: ignore[arg-type]
+    task = asyncio.create_task(engine.run())
+    try:
+        hub.apply_one(ChannelUpdate("a", 1, tx={"present": True, "battery_bars": 4}))
+        await _settle(engine, hub)
+        hub.apply_one(ChannelUpdate("a", 1, tx={"battery_bars": 1}))
+        await _settle(engine, hub)
+        assert not task.done()
+        assert [a.rule for a in engine.active()] == ["low_battery"]  # shown; the store writer retries saving it
+        with pytest.raises(StoreError):
+            await engine.acknowledge("low_battery:a/1", "op")  # an operator's call still hears of the failure
+    finally:
+        task.cancel()
+
+
+async def test_an_acknowledgement_overlapping_a_clear_does_not_bring_the_alert_back() -> None:
+    hub = StateHub()
+    store = _GatedStore(hold=AlertState.ACKNOWLEDGED)
+    engine = AlertEngine(hub, store, AlertDefaults())  # type: ignore[arg-type]
+    task = asyncio.create_task(engine.run())
+    try:
+        hub.apply_one(ChannelUpdate("a", 1, tx={"present": True, "battery_bars": 4}))
+        await _settle(engine, hub)
+        hub.apply_one(ChannelUpdate("a", 1, tx={"battery_bars": 1}))
+        await _settle(engine, hub)
+        ack = asyncio.create_task(engine.acknowledge("low_battery:a/1", "op"))
+        async with asyncio.timeout(5):
+            await store.waiting.wait()
+        hub.apply_one(ChannelUpdate("a", 1, tx={"battery_bars": 5}))  # battery swapped while the ack is saved
+        await asyncio.sleep(0.05)
+        store.gate.set()
+        await ack
+        await _settle(engine, hub)
+        assert hub.get(Kind.ALERT, "low_battery:a/1").state is AlertState.CLEARED
+    finally:
+        task.cancel()

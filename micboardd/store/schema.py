@@ -82,31 +82,11 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def plain(value: Any) -> Any:
-    """``model.to_dict`` output, computed ~7x faster (cached field names): the writer encodes thousands a batch."""
-    typ = type(value)
-    if typ in _SCALARS:
-        return value
-    if isinstance(value, enum.Enum):
-        return value.value
-    if typ is tuple or typ is list:
-        return [plain(v) for v in value]
-    names = _FIELD_NAMES.get(typ)
-    if names is None:
-        if not dataclasses.is_dataclass(value) or isinstance(value, type):
-            return value
-        names = _FIELD_NAMES[typ] = tuple(f.name for f in dataclasses.fields(value))
-    return {name: plain(getattr(value, name)) for name in names}
-
 
 def entity_json(entity: Any) -> str:
     """The JSON stored in an entity row's ``data`` column; ``model.from_dict`` reads it back."""
-    return _ENCODER.encode(plain(entity))
+    return _ENCODER.encode(to_dict(entity))
 
 
 def dumps(value: Any) -> str:

@@ -100,6 +100,8 @@ def test_encode_adds_cr_and_refuses_what_the_device_cannot_take() -> None:
         encode("Name", "SÄNGER")
     with pytest.raises(ValueError, match="ASCII"):
         encode("Name", "A\rPush 0 0 0")
+    with pytest.raises(ValueError, match="ASCII"):
+        encode("Name", "A\n")  # a trailing LF (which a regex "$" lets through) would end the line early
     with pytest.raises(ValueError, match="longer"):
         encode("Name", "x" * 1600)
 

@@ -159,15 +159,18 @@ class Datagram:
     lines: tuple[str, ...] = ()  # the text of each item, in step with ``items``
 
 
-_ERROR_RE: Final = re.compile(r"^(\d{3,4}):(.*)$")  # the rest is split by hand: see _error_reply
-_PRINTABLE: Final = re.compile(r"^[\x20-\x7e]*$")
+def _printable(text: str) -> bool:
+    """Printable ASCII only (0x20-0x7E); no regex, whose ``$`` would let a trailing LF through."""
+    return text.isascii() and text.isprintable()
 
 
 def split_lines(data: bytes) -> list[str]:
     """The lines of a datagram: split on CR (and LF, as RFJS does); cyclic lines also on ``;`` (vendor text)."""
     text = data.decode("latin-1")
+    if "\n" in text:
+        text = text.replace("\n", "\r")
     out: list[str] = []
-    for raw in re.split(r"[\r\n]+", text):
+    for raw in text.split("\r"):  # runs of CR/LF give empty pieces, skipped below
         line = raw.strip(" \t\x00")
         if not line:
             continue
@@ -205,11 +208,12 @@ def _error_reply(code: int, rest: str) -> ErrorReply:
 
 def parse_line(line: str) -> Item:
     """One reply line → a typed item; raises McpDecodeError for malformed known keywords."""
-    if not _PRINTABLE.match(line):
+    if not _printable(line):
         raise McpDecodeError("non-ASCII or control bytes")
-    m = _ERROR_RE.match(line)
-    if m and line[:1].isdigit():
-        return _error_reply(int(m.group(1)), m.group(2))
+    if line[:1].isdigit():
+        code, colon, rest = line.partition(":")  # "<code>: <text> [ <instruction> ]"
+        if colon and 3 <= len(code) <= 4 and code.isdigit():
+            return _error_reply(int(code), rest)
     keyword, _, rest = line.partition(" ")
     args = rest.split()
     if keyword in ("RF1", "RF2"):
@@ -279,7 +283,7 @@ def parse_datagram(data: bytes) -> Datagram:
 def encode(keyword: str, *args: object) -> bytes:
     """One command line with its CR; raises ValueError for what the device could not take."""
     text = " ".join([keyword, *(str(a) for a in args)])
-    if not _PRINTABLE.match(text):
+    if not _printable(text):
         raise ValueError("MCP commands are printable ASCII only")
     if len(text) + 1 > MAX_COMMAND_CHARS:
         raise ValueError(f"command longer than {MAX_COMMAND_CHARS} characters")

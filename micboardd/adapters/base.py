@@ -27,6 +27,14 @@ log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S: Final = 1.0  # first retry soon: most drops are a cable re-seated or a reboot
 BACKOFF_CAP_S: Final = 60.0  # never wait longer than a minute to notice a device is back
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """min(base·1.8ⁿ, cap) plus up to half a base of jitter (capped): every reconnect loop here backs off so."""
+    wait = tenacity.wait_exponential_jitter(multiplier=base, max=cap, exp_base=1.8, jitter=base / 2)
+    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    return float(wait(state))
 CLOSE_TIMEOUT_S: Final = 2.0  # the clean stop (metering off) must not hold up shutdown
 LAST_SEEN_EVERY_S: Final = 30.0  # last_seen reaches the hub (and so SQLite/MQTT) at most this often
 
@@ -259,11 +267,8 @@ class Supervisor:
         self.hub = hub
         self.link = DeviceLink(config, hub)
         self.adapter = factory(config, self.link)
+        self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        # min(base·1.8ⁿ, cap) plus up to half a base of jitter so a rack rebooting at once spreads out.
-        self._wait = tenacity.wait_exponential_jitter(
-            multiplier=backoff_base, max=backoff_cap, exp_base=1.8, jitter=backoff_base / 2
-        )
         self.failures = 0
         self.sessions = 0
         self.last_error: str | None = None
@@ -294,9 +299,7 @@ class Supervisor:
         """Seconds to wait before attempt ``attempt + 1``; auth and terminal errors go straight to the cap."""
         if error.kind in (ErrorKind.AUTH, ErrorKind.TERMINAL):
             return self.backoff_cap
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = attempt
-        return float(self._wait(state))
+        return backoff_delay(attempt, self.backoff_base, self.backoff_cap)  # jitter: a rack rebooting spreads out
 
     async def run(self) -> None:
         """Run sessions until cancelled; never raises for a device problem."""

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
 import aiomqtt
-import tenacity
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ..adapters.base import backoff_delay
 from ..config import MqttConfig
 from .mirror import PUBLISH_WINDOW, BridgeStats
 from .topics import Topics
@@ -226,13 +226,8 @@ class BrokerConnection:
             await asyncio.sleep(delay)
 
     def delay(self, attempt: int) -> float:
-        """min(base·1.8ⁿ, cap) plus up to half a base of jitter, as the device supervisors back off."""
-        wait = tenacity.wait_exponential_jitter(
-            multiplier=self.backoff_base_s, max=self.backoff_cap_s, exp_base=1.8, jitter=self.backoff_base_s / 2
-        )
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = attempt
-        return min(float(wait(state)), self.backoff_cap_s)
+        """Backed off exactly as the device supervisors are."""
+        return backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)
 
     async def _session(self) -> bool:
         """One broker connection, from CONNECT to its end; raises when it ends (returns only when stopping)."""

@@ -310,7 +310,10 @@ class ShureAdapter(Adapter):
             self._peer_closed = True  # reset/unreachable: nothing left to stop cleanly
             raise
         finally:
+            tasks = list(self._tasks)
             self._end_session(stop_metering=self._metering_requested and not self._peer_closed)
+            if tasks:  # cancelled above; let them finish so none outlives its session
+                await asyncio.wait(tasks, timeout=CLOSE_FLUSH_S)
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)

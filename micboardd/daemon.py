@@ -93,6 +93,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._show_lock = config.show_lock
+        # Device add/update/remove/reload check, await the store, then start or stop sessions: one at a time,
+        # or two overlapping adds of one id would both pass the check and leave an orphaned session running.
+        self._devices_lock = asyncio.Lock()
         self.subsystems: dict[str, Subsystem] = {
             "store": Subsystem(None),
             "api": Subsystem(None),
@@ -174,6 +177,10 @@ class Daemon:
 
     async def add_device(self, cfg: DeviceConfig, actor: Actor) -> None:
         """Persist a device added over the API, audit it, and start monitoring it."""
+        async with self._devices_lock:
+            await self._add_device(cfg, actor)
+
+    async def _add_device(self, cfg: DeviceConfig, actor: Actor) -> None:
         if self.device_config(cfg.id) is not None:
             raise KeyError(f"device {cfg.id!r} already exists")
         await self.store.save_runtime_device(device_to_dict(cfg))
@@ -183,6 +190,10 @@ class Daemon:
 
     async def update_device(self, cfg: DeviceConfig, actor: Actor) -> None:
         """Replace a runtime device's config; its session restarts only if something changed."""
+        async with self._devices_lock:
+            await self._update_device(cfg, actor)
+
+    async def _update_device(self, cfg: DeviceConfig, actor: Actor) -> None:
         old = self._runtime_devices.get(cfg.id)
         if old is None:
             raise KeyError(f"device {cfg.id!r} is not a runtime device")
@@ -197,6 +208,10 @@ class Daemon:
             self._start_device(cfg)
 
     async def remove_device(self, device_id: str, actor: Actor) -> None:
+        async with self._devices_lock:
+            await self._remove_device(device_id, actor)
+
+    async def _remove_device(self, device_id: str, actor: Actor) -> None:
         old = self._runtime_devices.get(device_id)
         if old is None:
             raise KeyError(f"device {device_id!r} is not a runtime device")
@@ -247,6 +262,10 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Re-read the config file (SIGHUP): restart only the devices whose config changed."""
+        async with self._devices_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         if not self.config_path:
             log.warning("reload asked, but the daemon was not started from a config file")
             return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -9,6 +10,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 from grpc import aio
 
+from micboardd.actions import Actor, Role
 from micboardd.api.gen.micboard.v1 import micboard_pb2 as pb
 from micboardd.api.gen.micboard.v1 import resources_pb2 as rpb
 from micboardd.api.testing import (
@@ -20,6 +22,7 @@ from micboardd.api.testing import (
     stub_for,
     until,
 )
+from micboardd.config import parse_device
 from micboardd.model import Kind
 
 
@@ -162,3 +165,14 @@ async def test_acknowledge_alert(tmp_path: Path) -> None:
         with pytest.raises(aio.AioRpcError) as e:
             await stub.AcknowledgeAlert(pb.AcknowledgeAlertRequest(alert_id="nope"))
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_two_overlapping_adds_of_one_device_start_one_session(tmp_path: Path) -> None:
+    cfg = daemon_config(tmp_path, [FILE_DEVICE])
+    async with running_daemon(cfg) as d:
+        dev = parse_device({"id": "spare", "model": "QLXD4", "host": "127.0.62.9", "port": 1})
+        actor = Actor("test", Role.ADMIN)
+        results = await asyncio.gather(d.add_device(dev, actor), d.add_device(dev, actor), return_exceptions=True)
+        assert sum(isinstance(r, KeyError) for r in results) == 1, results
+        sessions = [t for t in asyncio.all_tasks() if t.get_name() == "device:spare" and not t.done()]
+        assert len(sessions) == 1

@@ -8,9 +8,11 @@ import pytest
 
 from micboardd.commands import Identify, RenameChannel, RenameDevice, SetFrequency, SetGain, SetGroupChannel, SetMute
 from micboardd.config import parse_config
+from micboardd.hub import StateHub
 from micboardd.model import Alert, AlertState, Channel, ConnState, Device, Meters, Severity, Slot, Transmitter
 from micboardd.mqtt.commands import CommandRejectedError, parse_command
 from micboardd.mqtt.mirror import METER_HEARTBEAT_S, _MeterTrack, meter_due
+from micboardd.mqtt.stale import StaleJudge
 from micboardd.mqtt.topics import (
     TopicError,
     Topics,
@@ -291,3 +293,13 @@ def test_bad_command_payloads_are_refused_with_a_reason(topic: str, payload: byt
         parse_command(T, f"micboard/main/{topic}", payload)
     assert err.value.reason == "invalid"
     assert needle in err.value.message
+
+
+def test_a_foreign_retained_device_state_nested_too_deeply_is_judged_without_a_parent() -> None:
+    judge = StaleJudge(StateHub(), parse_config({"site": "main"}).mqtt, T)
+    retained = {
+        T.device_state("rx1"): b"[" * 100_000 + b"]" * 100_000,  # another client's garbage under our base
+        T.device_state("rx2"): b'{"parent": "server1"}',
+    }
+    judge.learn_parents(retained)  # must not raise: this runs at every broker (re)connect
+    assert judge.parent_of("rx1") is None and judge.parent_of("rx2") == "server1"

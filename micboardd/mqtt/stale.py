@@ -79,8 +79,8 @@ class StaleJudge:
                 continue
             try:
                 parent = json.loads(payload).get("parent")
-            except (ValueError, AttributeError):
-                continue  # not our JSON: judged without a parent
+            except (ValueError, AttributeError, RecursionError):
+                continue  # not our JSON (or nested deeper than the stack): judged without a parent
             if isinstance(parent, str) and valid_id(parent) and parent != device_id:
                 parents[device_id] = parent
         self._parents = parents

@@ -412,3 +412,4 @@ def test_removed_components_are_first_reduced_to_their_platform() -> None:
     assert components_removed(json.dumps(new).encode(), new) is None
     assert components_removed(None, new) is None
     assert components_removed(b"not json", new) is None
+    assert components_removed(b"[" * 100_000, new) is None  # a retained config of anyone's making: no RecursionError

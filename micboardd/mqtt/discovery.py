@@ -246,7 +246,7 @@ def components_removed(old_payload: bytes | None, new: Mapping[str, Any]) -> dic
     try:
         old = json.loads(old_payload)
         old_cmps = old.get("cmps") or old.get("components") or {}
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # what the broker held may be anyone's bytes
         return None
     if not isinstance(old_cmps, dict):
         return None

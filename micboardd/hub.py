@@ -322,6 +322,8 @@ class StateHub:
             return [(kind, key, self._state[kind].get(key), update.entity)]
         if isinstance(update, Remove):
             out = [(update.kind, update.key, self._state[update.kind].get(update.key), None)]
+            if update.kind is Kind.CHANNEL:
+                self._meters.pop(update.key, None)  # a removed channel's levels must not outlive it
             if update.kind is Kind.DEVICE:
                 for ch in self.channels_of(update.key):
                     out.append((Kind.CHANNEL, ch.key, ch, None))

@@ -116,3 +116,13 @@ def test_a_bad_update_still_fans_out_the_changes_applied_before_it() -> None:
     batch = sub.get_nowait()
     assert [(c.revision, c.key) for c in batch] == [(1, "rx1/1")]
     sub.close()
+
+
+def test_removing_a_channel_forgets_its_meters() -> None:
+    hub = StateHub()
+    hub.apply([ChannelUpdate("rx1", 1, {}), ChannelUpdate("rx1", 2, {})])
+    hub.put_meters(Meters("rx1", 1, link_quality=90))
+    hub.put_meters(Meters("rx1", 2, link_quality=80))
+    hub.apply_one(Remove(Kind.CHANNEL, "rx1/1"))
+    assert hub.meters("rx1/1") is None and hub.meters("rx1/2") is not None
+    assert [m.key for m in hub.all_meters()] == ["rx1/2"]

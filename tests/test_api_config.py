@@ -176,3 +176,19 @@ async def test_two_overlapping_adds_of_one_device_start_one_session(tmp_path: Pa
         assert sum(isinstance(r, KeyError) for r in results) == 1, results
         sessions = [t for t in asyncio.all_tasks() if t.get_name() == "device:spare" and not t.done()]
         assert len(sessions) == 1
+
+
+async def test_two_updates_of_one_slot_with_the_same_etag_let_only_one_win(tmp_path: Path) -> None:
+    async with running_daemon(daemon_config(tmp_path, [FILE_DEVICE])) as d, stub_for(d) as stub:
+        d.hub.apply(fake_board(2))
+        created = await stub.UpdateSlot(pb.UpdateSlotRequest(
+            slot=rpb.Slot(slot=5, channel="rx001/1", performer="Anna"), allow_missing=True))
+        results = await asyncio.gather(*(
+            stub.UpdateSlot(pb.UpdateSlotRequest(slot=rpb.Slot(slot=5, performer=name, etag=created.etag),
+                                                 update_mask=mask("performer")))
+            for name in ("Bea", "Cem")
+        ), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, aio.AioRpcError)]
+        assert len(refused) == 1 and refused[0].code() == grpc.StatusCode.ABORTED, results
+        (won,) = [r for r in results if not isinstance(r, BaseException)]
+        assert d.hub.get(Kind.SLOT, "5").performer == won.performer

@@ -6,10 +6,12 @@ after the store has them, so a watcher never sees an assignment that a crash cou
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -79,11 +81,28 @@ def _check_text(value: str | None, field: str, problems: list[tuple[str, str]]) 
         problems.append((field, "must not contain control characters"))
 
 
+R = TypeVar("R")
+
+
+def _one_at_a_time(
+    method: Callable[[ConfigMixin, Any, Any], Awaitable[R]],
+) -> Callable[[ConfigMixin, Any, Any], Awaitable[R]]:
+    """A config change checks the etag, awaits the store, then applies: two at once would both pass the check."""
+
+    @functools.wraps(method)
+    async def serialized(self: ConfigMixin, request: Any, context: Any) -> R:
+        async with self._config_lock:
+            return await method(self, request, context)
+
+    return serialized
+
+
 class ConfigMixin:
     """Config RPCs; expects ``daemon``, ``hub`` and ``epoch`` from the servicer."""
 
     daemon: Daemon
     epoch: str
+    _config_lock: asyncio.Lock
 
     @property
     def hub(self) -> StateHub:
@@ -105,6 +124,7 @@ class ConfigMixin:
         except ConfigError as exc:
             raise bad_request(exc.problems) from None
 
+    @_one_at_a_time
     async def AddDevice(self, request: pb.AddDeviceRequest, context: Ctx) -> rpb.DeviceConfig:
         if not request.HasField("device"):
             raise bad_request([("device", "required")])
@@ -138,6 +158,7 @@ class ConfigMixin:
             raise aborted_etag("device", device_id, current)
         return cfg
 
+    @_one_at_a_time
     async def UpdateDevice(self, request: pb.UpdateDeviceRequest, context: Ctx) -> rpb.DeviceConfig:
         msg = request.device
         old = self._runtime_config(msg.id, "device.id", msg.etag)
@@ -159,6 +180,7 @@ class ConfigMixin:
         await self.daemon.update_device(cfg, current_actor())
         return device_config_pb(cfg, "runtime")
 
+    @_one_at_a_time
     async def RemoveDevice(self, request: pb.RemoveDeviceRequest, context: Ctx) -> pb.RemoveDeviceResponse:
         self._runtime_config(request.device_id, "device_id", request.etag)
         try:
@@ -197,6 +219,7 @@ class ConfigMixin:
         if problems:
             raise bad_request(problems)
 
+    @_one_at_a_time
     async def UpdateSlot(self, request: pb.UpdateSlotRequest, context: Ctx) -> rpb.Slot:
         msg = request.slot
         n = msg.slot
@@ -229,6 +252,7 @@ class ConfigMixin:
         log.info("slot %d updated by %s: channel %s, performer %r", n, actor.label, new.channel, new.performer)
         return slot_pb(new)
 
+    @_one_at_a_time
     async def DeleteSlot(self, request: pb.DeleteSlotRequest, context: Ctx) -> pb.DeleteSlotResponse:
         n = request.slot
         self._check_slot_number(n, "slot")
@@ -252,6 +276,7 @@ class ConfigMixin:
         groups = await self.daemon.store.groups()
         return pb.ListGroupsResponse(groups=[group_pb(name, data) for name, data in sorted(groups.items())])
 
+    @_one_at_a_time
     async def UpdateGroup(self, request: pb.UpdateGroupRequest, context: Ctx) -> rpb.Group:
         msg = request.group
         if not valid_id(msg.name):
@@ -281,6 +306,7 @@ class ConfigMixin:
             )
         return group_pb(msg.name, new)
 
+    @_one_at_a_time
     async def DeleteGroup(self, request: pb.DeleteGroupRequest, context: Ctx) -> pb.DeleteGroupResponse:
         groups = await self.daemon.store.groups()
         current = groups.get(request.name)

@@ -51,6 +51,7 @@ class MicboardServicer(WatchMixin, ConfigMixin, ActionMixin, HistoryMixin, pb_gr
         self._closing = asyncio.Event()
         self._streams: set[Any] = set()
         self._event_cache: dict[tuple[int, str], pb.Event] = {}
+        self._config_lock = asyncio.Lock()  # config-changing RPCs take turns (see config_rpc._one_at_a_time)
 
     @property
     def hub(self) -> StateHub:

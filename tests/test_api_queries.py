@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import grpc
@@ -10,6 +12,8 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from micboardd.api.board import paginate
+from micboardd.api.errors import ApiError
 from micboardd.api.gen.micboard.v1 import micboard_pb2 as pb
 from micboardd.api.gen.micboard.v1 import resources_pb2 as rpb
 from micboardd.api.testing import (
@@ -156,3 +160,17 @@ async def test_health_and_reflection(tmp_path: Path) -> None:
             resp = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert not sock.exists()
+
+
+def test_a_page_token_that_was_edited_or_nested_is_invalid_argument_not_a_crash() -> None:
+    items = [("rx1", 1), ("rx1", 2), ("rx2", 1)]
+    first = paginate(items, lambda it: it, 1, "", "q1")
+    assert first.next_token and paginate(items, lambda it: it, 1, first.next_token, "q1").items == [("rx1", 2)]
+    for raw in (
+        json.dumps({"after": 5, "q": "q1"}).encode(),  # a position of another shape than the keys
+        b"[" * 50_000,  # nested deeper than the stack
+    ):
+        token = base64.urlsafe_b64encode(raw).decode("ascii")
+        with pytest.raises(ApiError) as e:
+            paginate(items, lambda it: it, 1, token, "q1")
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT

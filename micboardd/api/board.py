@@ -153,12 +153,15 @@ def paginate(items: Sequence[T], sort_key: Callable[[T], Any], size: int, token:
         try:
             data = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
             after, q = data["after"], data["q"]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise bad_request([("page_token", f"not a token this daemon issued ({type(exc).__name__})")]) from None
         if q != query:
             raise bad_request([("page_token", "belongs to a different filter; start again without a token")])
         after_key = tuple(after) if isinstance(after, list) else after
-        start = next((i for i, it in enumerate(items) if _cmp_key(sort_key(it)) > after_key), len(items))
+        try:
+            start = next((i for i, it in enumerate(items) if _cmp_key(sort_key(it)) > after_key), len(items))
+        except TypeError:  # an edited token whose position has another shape than this list's keys
+            raise bad_request([("page_token", "not a token this daemon issued (position)")]) from None
     page = list(items[start : start + size])
     next_token = ""
     if start + size < len(items) and page:

@@ -220,10 +220,11 @@ class TopicMirror:
                 log.exception("%s: could not publish a %s change", change.key, change.kind.value)
         if alerts_changed:
             self.guarded("the active alert list", self._alerts_active)
+        alerts = self._alerts_by_subject() if slots_touched else {}
         for n in sorted(slots_touched):
             slot = self._hub.get(Kind.SLOT, str(n))
             if slot is not None:
-                self.guarded(f"slot {n}", functools.partial(self._slot, slot, self._hub.revision))
+                self.guarded(f"slot {n}", functools.partial(self._slot, slot, self._hub.revision, alerts))
 
     def _device_change(self, change: Change, slots: set[int]) -> None:
         self.judge.note_device(change.key, change.after)
@@ -330,7 +331,14 @@ class TopicMirror:
                 by_channel.setdefault(slot.channel, set()).add(slot.slot)
         self._slots_by_channel = by_channel
 
-    def _slot(self, slot: Slot, revision: int) -> None:
+    def _alerts_by_subject(self) -> dict[str, list[Alert]]:
+        """The hub's alerts by subject, built once per batch: every slot drawn in it then looks its own up."""
+        index: dict[str, list[Alert]] = {}
+        for alert in self._hub.all(Kind.ALERT):
+            index.setdefault(alert.subject, []).append(alert)
+        return index
+
+    def _slot(self, slot: Slot, revision: int, alerts_by_subject: dict[str, list[Alert]] | None = None) -> None:
         try:
             topic = self.topics.slot_state(slot.slot)
         except TopicError as exc:
@@ -338,10 +346,10 @@ class TopicMirror:
             return
         ch: Channel | None = self._hub.get(Kind.CHANNEL, slot.channel) if slot.channel else None
         dev = self._hub.device(ch.device_id) if ch is not None else None
-        alerts = []
+        alerts: list[Alert] = []
         if slot.channel:
-            device_id = slot.channel.rpartition("/")[0]
-            alerts = [a for a in self._hub.all(Kind.ALERT) if a.subject in (slot.channel, device_id)]
+            index = alerts_by_subject if alerts_by_subject is not None else self._alerts_by_subject()
+            alerts = [*index.get(slot.channel, ()), *index.get(slot.channel.rpartition("/")[0], ())]
         levels = self._levels.get(slot.channel or "", (None, None))
         bars, mins = self._thresholds(slot.channel) if slot.channel else self._thresholds("")
         self.put(("slot", slot.key), topic, encode(slot_payload(slot, ch, dev, levels, alerts, bars, mins)), revision)
@@ -358,10 +366,11 @@ class TopicMirror:
             if self._levels.get(m.key) != levels:
                 self._levels[m.key] = levels
                 slots |= self._slots_by_channel.get(m.key, set())
+        alerts = self._alerts_by_subject() if slots else {}
         for n in sorted(slots):
             slot = self._hub.get(Kind.SLOT, str(n))
             if slot is not None:
-                self._slot(slot, self._hub.revision)
+                self._slot(slot, self._hub.revision, alerts)
         deadband = self.config.meter_deadband_db
         for key, m in list(self.meter_pending.items()):
             track = self._meter_tracks.get(key)

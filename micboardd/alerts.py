@@ -42,14 +42,19 @@ class AlertEngine:
         # Evaluating and committing read the current alert, await the store, then put the new one: one at a
         # time, or an acknowledgement and a clear that overlap would each overwrite what the other wrote.
         self._lock = asyncio.Lock()
+        self._slot_index: dict[str, Slot] | None = None  # channel key → its slot, during one evaluate()
 
     # ------------------------------------------------------------------ rules
 
     def _slot_for(self, channel_key: str) -> Slot | None:
-        for slot in self.hub.all(Kind.SLOT):
-            if slot.channel == channel_key:
-                return slot  # type: ignore[no-any-return]
-        return None
+        """The lowest-numbered slot on a channel; the index is built once per batch, not per channel."""
+        if self._slot_index is None:
+            index: dict[str, Slot] = {}
+            for slot in self.hub.all(Kind.SLOT):  # slot order: the lowest number wins
+                if slot.channel and slot.channel not in index:
+                    index[slot.channel] = slot
+            self._slot_index = index
+        return self._slot_index.get(channel_key)
 
     def _channel_conditions(self, before: Channel | None, ch: Channel) -> dict[str, tuple[Severity, str] | None]:
         """rule → (severity, message) when the condition holds, None when it does not."""
@@ -95,11 +100,15 @@ class AlertEngine:
         """Alerts to write (raised, updated or cleared) for a batch of changes."""
         out: list[Alert] = []
         now = time.time()
-        for change in changes:
-            try:
-                out.extend(self._evaluate_one(change, now))
-            except Exception:  # one entity's odd data must not stop the rules for every other one
-                log.exception("%s: could not evaluate alert rules for this %s", change.key, change.kind.value)
+        self._slot_index = None
+        try:
+            for change in changes:
+                try:
+                    out.extend(self._evaluate_one(change, now))
+                except Exception:  # one entity's odd data must not stop the rules for every other one
+                    log.exception("%s: could not evaluate alert rules for this %s", change.key, change.kind.value)
+        finally:
+            self._slot_index = None
         return out
 
     def _evaluate_one(self, change: Change, now: float) -> list[Alert]:

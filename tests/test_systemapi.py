@@ -357,6 +357,16 @@ async def test_wrong_key_is_an_auth_error_without_the_key(caplog: pytest.LogCapt
         assert not [d for d in hub.all(Kind.DEVICE) if d.parent == SERVER]
 
 
+async def test_the_key_is_never_logged_even_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # the WebSocket library logs every handshake header at DEBUG
+    async with simulator(api_key="sekrit-key-42") as sim, supervised(config(sim, password=Secret("sekrit-key-42"))) as (
+        _sup, hub,
+    ):
+        await wait_until(lambda: state_of(hub, SERVER) is ConnState.ONLINE and any("event transport" in r.getMessage()
+                                                             for r in caplog.records), what="event socket open")
+    assert all("sekrit-key-42" not in r.getMessage() for r in caplog.records)
+
+
 async def test_a_key_regenerated_mid_session_is_an_auth_error() -> None:
     async with simulator() as sim, supervised(config(sim)) as (_sup, hub):
         await up(hub, sim)

@@ -34,6 +34,21 @@ from .._https import REASONS as HTTP_REASONS
 IDLE_KEEPALIVE_S: Final = 60.0  # an idle persistent connection is closed after this
 READ_CHUNK: Final = 64 * 1024
 log = logging.getLogger(__name__)
+
+
+class _RedactKey(logging.Filter):
+    """websockets logs each handshake header at DEBUG ("< name: value"); a key must not reach the log
+    (``micboardd demo`` runs this simulator inside the daemon's process and log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() == "x-api-key":
+            record.args = (args[0], "<redacted>")
+        return True
+
+
+WS_LOG: Final = logging.getLogger(f"{__name__}.websocket")
+WS_LOG.addFilter(_RedactKey())
 REASONS: Final = {**HTTP_REASONS, 101: "Switching Protocols", 204: "No Content"}
 
 
@@ -146,7 +161,7 @@ class WireServer(HttpsServer):
         if refusal is not None:
             await write_reply(writer, refusal, close=True)
             return
-        proto = ServerProtocol(max_size=MAX_BODY_BYTES, logger=log)
+        proto = ServerProtocol(max_size=MAX_BODY_BYTES, logger=WS_LOG)
         proto.receive_data(head)
         events = proto.events_received()
         if not events or not isinstance(events[0], Request):

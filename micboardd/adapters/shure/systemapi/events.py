@@ -31,6 +31,21 @@ WS_PATH: Final = "/api/v1/subscriptions/websocket/create"
 MAX_MESSAGE_BYTES: Final = 1024 * 1024  # a DEVICE_STATE_CHANGE node is ~1 KB; a megabyte is a broken server
 WS_CLOSE_TIMEOUT_S: Final = 2.0  # closing politely must not hold up a reconnect or the daemon's stop
 LOUD_MALFORMED: Final = 3  # malformed messages logged at WARNING per session before the rest go to DEBUG
+KEY_HEADER: Final = "x-api-key"
+
+
+class _RedactKey(logging.Filter):
+    """websockets logs every handshake header at DEBUG ("> name: value"); the API key must never reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() == KEY_HEADER:
+            record.args = (args[0], "<redacted>")
+        return True
+
+
+WS_LOG: Final = logging.getLogger(f"{__name__}.websocket")  # the library's own log lines, key redacted
+WS_LOG.addFilter(_RedactKey())
 
 
 class EventSocket:
@@ -61,6 +76,7 @@ class EventSocket:
                     ping_interval=None,  # liveness is ours: silence → ping → re-read (see next())
                     close_timeout=WS_CLOSE_TIMEOUT_S,
                     max_size=MAX_MESSAGE_BYTES,
+                    logger=WS_LOG,
                 )
                 while True:
                     msg = await self._recv_parsed()

@@ -99,7 +99,7 @@ class Daemon:
         self.subsystems: dict[str, Subsystem] = {
             "store": Subsystem(None),
             "api": Subsystem(None),
-            "mqtt": Subsystem(None if not self._enable_mqtt else False, "not connected yet"),
+            "mqtt": Subsystem(False, "not connected yet") if self._enable_mqtt else Subsystem(None, "disabled"),
             "devices": Subsystem(None),
         }
         self._subsystem_listeners: list[Callable[[str, Subsystem], Any]] = []
@@ -460,7 +460,7 @@ class Daemon:
                         lq = row.get("link_quality_min")
                         row["link_quality_min"] = m.link_quality if lq is None else min(lq, m.link_quality)
                     _minmax(row, "rf_dbm", m.rf_best_dbm)
-                    _minmax(row, "audio_dbfs", m.audio_peak_dbfs if m.audio_peak_dbfs is not None else m.audio_rms_dbfs)
+                    _minmax(row, "audio_dbfs", m.audio_dbfs)
                 if time.monotonic() >= deadline:
                     if acc:
                         now = time.time()

@@ -176,6 +176,11 @@ class Meters:
         values = [v for v in self.rf_dbm if v is not None]
         return max(values) if values else None
 
+    @property
+    def audio_dbfs(self) -> float | None:
+        """The one audio level boards show: the peak where the device reports it, else the RMS."""
+        return self.audio_peak_dbfs if self.audio_peak_dbfs is not None else self.audio_rms_dbfs
+
 
 @dataclass(frozen=True, slots=True)
 class SlotAlerts:

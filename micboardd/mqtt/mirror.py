@@ -471,10 +471,9 @@ def meter_due(track: _MeterTrack | None, m: Meters, now: float, deadband: float)
     """Publish a meter only when it moved past the deadband, changed category, or is due a heartbeat."""
     if track is None or now - track.at >= METER_HEARTBEAT_S:
         return True
-    audio = m.audio_peak_dbfs if m.audio_peak_dbfs is not None else m.audio_rms_dbfs
     if m.clip != track.clip or m.active_antenna != track.antenna:
         return True
-    for new, old in ((m.rf_best_dbm, track.rf), (audio, track.audio)):
+    for new, old in ((m.rf_best_dbm, track.rf), (m.audio_dbfs, track.audio)):
         if (new is None) != (old is None):
             return True
         if new is not None and old is not None and abs(new - old) >= deadband:

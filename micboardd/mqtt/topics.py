@@ -340,7 +340,6 @@ def flat_channel_values(payload: Mapping[str, Any]) -> dict[str, bytes]:
 
 
 def meter_payload(m: Meters) -> dict[str, Any]:
-    audio = m.audio_peak_dbfs if m.audio_peak_dbfs is not None else m.audio_rms_dbfs
     return {
         "rf_dbm": list(m.rf_dbm),
         "rf_best_dbm": m.rf_best_dbm,
@@ -348,7 +347,7 @@ def meter_payload(m: Meters) -> dict[str, Any]:
         "link_quality": m.link_quality,
         "audio_rms_dbfs": m.audio_rms_dbfs,
         "audio_peak_dbfs": m.audio_peak_dbfs,
-        "audio_dbfs": audio,
+        "audio_dbfs": m.audio_dbfs,
         "clip": m.clip,
         "at": round(m.at, 3),
     }
@@ -366,7 +365,7 @@ def rf_level(m: Meters | None) -> str | None:
 def audio_level(m: Meters | None) -> str | None:
     if m is None:
         return None
-    level = m.audio_peak_dbfs if m.audio_peak_dbfs is not None else m.audio_rms_dbfs
+    level = m.audio_dbfs
     if m.clip or (level is not None and level >= AUDIO_CLIP_DBFS):
         return "clip"
     if level is None:

@@ -173,6 +173,7 @@ class SessionTable:
         self._streams.add(s)
         # The client sends nothing more on a stream connection: any read result means it went away.
         gone = asyncio.ensure_future(reader.read(1))
+        getter: asyncio.Future[bytes | None] | None = None
         location = {"uuid": sid, "path": f"{SUBS}/{sid}"}.get(self.content_location)
         head = (
             "HTTP/1.1 200 OK\r\n"
@@ -208,6 +209,8 @@ class SessionTable:
             return
         finally:
             gone.cancel()
+            if getter is not None:
+                getter.cancel()  # a stop() cancelling this task must not leave the queue read pending
             self._streams.discard(s)
             # the device notices its stream is gone and forgets the session
             if not s.closed:

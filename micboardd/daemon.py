@@ -24,7 +24,7 @@ from .adapters.base import Adapter, DeviceLink, Supervisor, TerminalError
 from .alerts import AlertEngine
 from .config import Config, ConfigError, DeviceConfig, device_to_dict, load_config, parse_device
 from .hub import DeviceUpdate, Remove, StateHub
-from .model import AlertState, ConnState, ErrorKind, Kind, Manufacturer
+from .model import AlertState, ConnState, ErrorKind, Kind, Manufacturer, battery_low
 from .notify import Notifier
 from .store import Store
 
@@ -151,9 +151,8 @@ class Daemon:
         online = sum(1 for d in devs if d.online)
         chans = self.hub.all(Kind.CHANNEL)
         tx_on = sum(1 for c in chans if c.tx.present and not c.stale)
-        low = sum(
-            1 for c in chans if c.tx.present and c.tx.battery_bars is not None and c.tx.battery_bars <= 1
-        )
+        limits = self.config.alerts.limits(None)  # the site's thresholds, as MQTT and the API judge them
+        low = sum(1 for c in chans if battery_low(c, *limits))
         alerts = sum(1 for a in self.hub.all(Kind.ALERT) if a.state is not AlertState.CLEARED)
         mqtt = self.subsystems["mqtt"]
         broker = "MQTT off" if mqtt.ok is None else ("MQTT connected" if mqtt.ok else "MQTT down")

@@ -153,6 +153,22 @@ def split_channel_key(key: str) -> tuple[str, int]:
     return device_id, int(idx)
 
 
+def battery_low(ch: Channel, bars_limit: int, minutes_limit: int) -> bool | None:
+    """At or below the thresholds with a transmitter on; None while nothing is known.
+
+    The one low-battery rule of MQTT's ``battery_low``, the API's low-battery filter and the status line
+    (the alert engine adds its early warning one bar above).
+    """
+    tx = ch.tx
+    if not tx.present:
+        return None if tx.present is None else False
+    if tx.battery_bars is None and tx.runtime_minutes is None:
+        return None
+    if tx.battery_bars is not None and tx.battery_bars <= bars_limit:
+        return True
+    return tx.runtime_minutes is not None and tx.runtime_minutes <= minutes_limit
+
+
 @dataclass(frozen=True, slots=True)
 class Meters:
     """Volatile, high-rate readings of one channel. Never revisioned, never retained, never stored."""

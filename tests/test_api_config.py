@@ -23,6 +23,8 @@ from micboardd.api.testing import (
     until,
 )
 from micboardd.config import parse_device
+from micboardd.daemon import Daemon
+from micboardd.hub import ChannelUpdate
 from micboardd.model import Kind
 
 
@@ -192,3 +194,13 @@ async def test_two_updates_of_one_slot_with_the_same_etag_let_only_one_win(tmp_p
         assert len(refused) == 1 and refused[0].code() == grpc.StatusCode.ABORTED, results
         (won,) = [r for r in results if not isinstance(r, BaseException)]
         assert d.hub.get(Kind.SLOT, "5").performer == won.performer
+
+
+def test_the_status_line_counts_low_batteries_by_the_configured_thresholds(tmp_path: Path) -> None:
+    d = Daemon(daemon_config(tmp_path, alerts={"low_battery_bars": 2, "low_runtime_minutes": 30}), enable_api=False)
+    d.hub.apply([
+        ChannelUpdate("rx1", 1, tx={"present": True, "battery_bars": 2}),  # at the site's 2-bar limit
+        ChannelUpdate("rx1", 2, tx={"present": True, "battery_bars": 5, "runtime_minutes": 20}),  # under 30 min
+        ChannelUpdate("rx1", 3, tx={"present": True, "battery_bars": 4, "runtime_minutes": 300}),
+    ])
+    assert "2 low batteries" in d.status_line()

@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 
 from ..config import AlertDefaults
 from ..hub import StateHub
-from ..model import Alert, AlertState, Channel, Device, Kind, Slot
+from ..model import Alert, AlertState, Channel, Device, Kind, Slot, battery_low
 from .convert import etag_of, meters_pb
 from .errors import bad_request
 from .gen.micboard.v1 import micboard_pb2 as pb
@@ -48,14 +48,8 @@ class BoardIndex:
 
     def low_battery(self, ch: Channel) -> bool:
         """At or below the slot's (else the site's) thresholds, with a transmitter on."""
-        tx = ch.tx
-        if not tx.present:
-            return False
         slot = self.slot_of.get(ch.key)
-        bars, mins = self.defaults.limits(slot.alerts if slot is not None else None)
-        return (tx.battery_bars is not None and tx.battery_bars <= bars) or (
-            tx.runtime_minutes is not None and tx.runtime_minutes <= mins
-        )
+        return battery_low(ch, *self.defaults.limits(slot.alerts if slot is not None else None)) is True
 
     def context(self, ch: Channel, *, include_meters: bool = False) -> rpb.ChannelContext:
         slot = self.slot_of.get(ch.key)

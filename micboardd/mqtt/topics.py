@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..config import Config
-from ..model import Alert, AlertState, Channel, Device, Meters, Slot, to_dict, valid_id
+from ..model import Alert, AlertState, Channel, Device, Meters, Slot, battery_low, to_dict, valid_id
 
 SCHEMA: Final = "micboardd/1"  # MQTT v5 user property on every state message; bump on breaking payload changes
 MAX_CHANNEL_INDEX: Final = 999  # receivers have 1..16 channels; anything longer in a topic is not ours
@@ -287,18 +287,6 @@ def tx_state(ch: Channel) -> str:
     if tx.muted:
         return "muted"
     return "on"
-
-
-def battery_low(ch: Channel, bars_limit: int, minutes_limit: int) -> bool | None:
-    """Same rule as the alert engine's low-battery condition; None while nothing is known."""
-    tx = ch.tx
-    if not tx.present:
-        return None if tx.present is None else False
-    if tx.battery_bars is None and tx.runtime_minutes is None:
-        return None
-    if tx.battery_bars is not None and tx.battery_bars <= bars_limit:
-        return True
-    return tx.runtime_minutes is not None and tx.runtime_minutes <= minutes_limit
 
 
 def channel_payload(ch: Channel, bars_limit: int, minutes_limit: int) -> dict[str, Any]:

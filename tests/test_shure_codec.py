@@ -555,6 +555,7 @@ def test_decode_values_and_sentinels(vocab: V.Vocab, prop: str, text: str, expec
         (V.ULXD, "AUDIO_GAIN", "061"),
         (V.ULXD, "FREQUENCY", "999"),
         (V.ULXD, "FREQUENCY", "57x350"),
+        (V.UHFR, "FREQUENCY", "9" * 320 + ".5"),  # MHz form so long a float is infinite: no OverflowError
         (V.UHFR, "TX_BAT", "9"),
     ],
 )

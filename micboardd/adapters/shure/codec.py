@@ -22,6 +22,7 @@ MAX_SAMPLE_TOKEN: Final = 8  # SAMPLE tokens are 2-3 digit levels and antenna st
 GARBAGE_REPR_BYTES: Final = 48  # how much of a bad frame a log line shows
 TEMP_OFFSET_C: Final = -40.0  # BATT_TEMP_C carries a +40 offset (§2.2); sign UNVERIFIED, see decode_temp
 UNKNOWN_WORDS: Final = frozenset({"UNKN", "UNKNOWN", ""})
+MAX_MHZ_CHARS: Final = 12  # "2500.000000": longer MHz text is no frequency
 
 # Printable ASCII, TAB/CR/LF, and Latin-1 letters (tolerated in names although the reference says ASCII).
 _ALLOWED_BYTES: Final = bytes(range(0x20, 0x7F)) + b"\t\r\n" + bytes(range(0xA0, 0x100))
@@ -315,8 +316,8 @@ def _firmware(text: str, _: DecodeContext) -> Any:
 
 def _mhz(text: str) -> int:
     """Tolerate "578.350" (MHz with a dot) from families whose frequency format is UNVERIFIED."""
-    if not text.replace(".", "", 1).isdigit():
-        raise ValueError(f"not a frequency: {text[:16]!r}")
+    if len(text) > MAX_MHZ_CHARS or not text.replace(".", "", 1).isdigit():
+        raise ValueError(f"not a frequency: {text[:16]!r}")  # (a 300-digit float is infinite: no OverflowError)
     return round(float(text) * 1000)
 
 

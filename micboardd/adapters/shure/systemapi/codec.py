@@ -423,7 +423,7 @@ def parse_duration_minutes(value: Any) -> int | None:
     total = (
         float(m["d"] or 0) * 1440 + float(m["h"] or 0) * 60 + float(m["m"] or 0) + float(m["s"] or 0) / 60
     )
-    return round(total)
+    return round(total) if math.isfinite(total) else None  # 400 digits make an infinite float
 
 
 @dataclass(frozen=True, slots=True)

@@ -825,3 +825,19 @@ async def test_bench_store_runs_and_reports(tmp_path: Path) -> None:
     assert result["n_channels"] == 8 and result["bursts"] >= 1
     assert result["rows_written"] >= 8 * result["bursts"]
     assert set(result["burst_commit_latency_ms"]) == {"first", "p50", "p95", "max"}
+
+
+async def test_a_value_beyond_64_bits_does_not_block_every_later_write(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    await store.open()
+    hub = StateHub()
+    async with writer(store, hub):
+        hub.apply_one(ChannelUpdate("rx1", 1, tx={"present": True, "battery_percent": 10**20}))  # an adapter's slip
+        hub.apply_one(ChannelUpdate("rx1", 2, {"name": "Vox"}))
+        async with asyncio.timeout(5):
+            await store.flush()  # raised StoreError: the whole batch failed, and so would every retry
+        await store.record_meter_summary([{"key": "rx1/2", "samples": 1, "clips": 0, "link_quality_min": 10**20}])
+        await store.flush()
+    assert json.loads(query(tmp_path / "s.db", "SELECT data FROM channels WHERE key = 'rx1/2'")[0][0])["name"] == "Vox"
+    assert [h["battery_percent"] for h in await store.channel_history("rx1/1")] == [None]
+    await store.close()

@@ -30,6 +30,8 @@ RETRY_BASE_S: Final = 1.0  # a failed batch (disk full, lock held) is retried so
 RETRY_CAP_S: Final = 30.0  # … and at least this often while the problem lasts
 STORED_KINDS: Final = frozenset({Kind.DEVICE, Kind.CHANNEL, Kind.SLOT, Kind.ALERT})
 _ORDER: Final = (Kind.DEVICE, Kind.CHANNEL, Kind.SLOT, Kind.ALERT)
+_INT64_MIN: Final = -(2**63)  # SQLite INTEGER range
+_INT64_MAX: Final = 2**63 - 1
 
 
 class Writer:
@@ -328,6 +330,7 @@ class Writer:
             else:
                 upserts[kind].append(entity)
         encoded = {kind: self._encode_each(kind, upserts[kind], at) for kind in _ORDER}  # before taking the lock
+        history = [self._bindable(row) for row in plan.history]
 
         def write(conn: sqlite3.Connection) -> int:
             rows = 0
@@ -336,7 +339,7 @@ class Writer:
                 if encoded[kind]:
                     conn.executemany(schema.upsert_sql(kind), encoded[kind])
                     rows += len(encoded[kind])
-            return rows + schema.insert_history(conn, plan.history)
+            return rows + schema.insert_history(conn, history)
 
         return self._engine.write(write, batch=True)
 
@@ -349,12 +352,19 @@ class Writer:
                 log.error("%s: %s %s not stored, cannot encode it: %s", self.path, kind.value, entity.key, exc)
         return params
 
+    def _bindable(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        """An ``(at, key, …)`` row SQLite can bind: an integer beyond 64 bits would fail the batch on every retry."""
+        if all(type(v) is not int or _INT64_MIN <= v <= _INT64_MAX for v in row):
+            return row
+        log.error("%s: %s: a value beyond 64 bits is stored as unknown: %r", self.path, row[1], row)
+        return tuple(None if type(v) is int and not _INT64_MIN <= v <= _INT64_MAX else v for v in row)
+
     def insert_meter_rows_sync(self, rows: list[dict[str, Any]]) -> int:
         cols = ("at", "key", *schema.METER_SUMMARY_FIELDS)
         sql = f"INSERT INTO {schema.METER_SUMMARY}({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
 
         def write(conn: sqlite3.Connection) -> int:
-            conn.executemany(sql, [tuple(r.get(c) for c in cols) for r in rows])
+            conn.executemany(sql, [self._bindable(tuple(r.get(c) for c in cols)) for r in rows])
             return len(rows)
 
         return self._engine.write(write)

@@ -13,7 +13,9 @@ import httpx
 import pytest
 from helpers import Supervised, is_online, run_supervised, started, wait_until
 
+from micboardd.adapters.base import DeviceLink
 from micboardd.adapters.sennheiser.sscv2 import SSCv2Adapter
+from micboardd.adapters.sennheiser.sscv2.mapping import ResourceMapper
 from micboardd.commands import (
     CommandError,
     CommandErrorReason,
@@ -567,3 +569,14 @@ async def test_clean_stop_deletes_the_session() -> None:
             session = sim.active_sessions[0]
         assert sim.active_sessions == []
         assert any(r.method == "DELETE" and r.path.endswith(session) for r in sim.requests)
+
+
+async def test_a_resource_malformed_at_meter_rate_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A firmware that sends a meter in an unexpected shape must not flood the log 10 times a second."""
+    caplog.set_level(logging.DEBUG)
+    cfg = DeviceConfig(id=DEV, family="sscv2", host="127.0.0.1", port=443)
+    mapper = ResourceMapper(cfg, DeviceLink(cfg, StateHub()))
+    for _ in range(50):
+        mapper.apply("/api/channel/0/level", ["not", "an", "object"])
+    bad = [r for r in caplog.records if "/api/channel/0/level" in r.getMessage()]
+    assert len(bad) == 50 and [r.levelno for r in bad].count(logging.WARNING) == 1

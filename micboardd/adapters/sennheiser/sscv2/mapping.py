@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from ....config import DeviceConfig
 from ....model import TX_ABSENT, Meters
 from ...base import DeviceLink
-from ..sse import excerpt
+from ..udp import MalformedLog
 from .decode import PRODUCTS, Decoded, ResourceError, decode_resource, decode_tx_object
 from .resources import Res
 
@@ -41,12 +41,13 @@ class ResourceMapper:
         self._meters_dirty: set[int] = set()
         self._degraded = False
         self._device_warnings: tuple[str, ...] = ()
+        self._malformed = MalformedLog(self.log, "SSCv2 resource")  # meters can repeat it 10 times a second
 
     def apply(self, path: str, value: Any) -> None:
         try:
             d = decode_resource(path, value)
         except ResourceError as exc:
-            self.log.warning("%s: %s: %s", path, exc, excerpt(json.dumps(value)))
+            self._malformed(json.dumps(value).encode(), f"{path}: {exc}")
             return
         if d is None:
             return

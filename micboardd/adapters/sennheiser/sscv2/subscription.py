@@ -34,6 +34,7 @@ from ..sse import (
     parse_event,
     session_from_location,
 )
+from ..udp import MalformedLog
 from .client import DeviceClient
 from .mapping import ResourceMapper
 from .options import SSCv2Options
@@ -64,6 +65,7 @@ class Subscription:
         self.session: str | None = None  # the live session's id, once the stream named it
         self.rejected: set[str] = set()  # paths the device refused to subscribe: polled at heartbeat rate
         self._last_rx = 0.0
+        self._malformed = MalformedLog(self.log, "SSCv2 event")  # a WARNING, then at most one per 30 s
 
     def paths(self) -> list[str]:
         paths = [resource_path(r) for r in DEVICE_RESOURCES]
@@ -209,7 +211,7 @@ class Subscription:
         try:
             parsed = parse_event(event)
         except EventDataError as exc:
-            self.log.warning("malformed SSCv2 event ignored (%s): %s", exc, exc.excerpt)
+            self._malformed(event.data.encode("utf-8", "replace"), str(exc))
             return None
         if isinstance(parsed, DataEvent):
             for path, value in parsed.resources:

@@ -337,11 +337,27 @@ class Writer:
             for kind in _ORDER:
                 rows += schema.delete_entities(conn, kind, deletes[kind])
                 if encoded[kind]:
-                    conn.executemany(schema.upsert_sql(kind), encoded[kind])
-                    rows += len(encoded[kind])
+                    rows += self._upsert_rows(conn, kind, encoded[kind])
             return rows + schema.insert_history(conn, history)
 
         return self._engine.write(write, batch=True)
+
+    def _upsert_rows(self, conn: sqlite3.Connection, kind: Kind, params: list[tuple[Any, ...]]) -> int:
+        """All rows in one call; only when SQLite cannot bind one (a key beyond 64 bits) row by row, skipping it."""
+        sql = schema.upsert_sql(kind)
+        try:
+            conn.executemany(sql, params)
+            return len(params)
+        except OverflowError:
+            pass
+        written = 0
+        for row in params:  # upserts: the rows before the bad one may go in twice, to the same result
+            try:
+                conn.execute(sql, row)
+                written += 1
+            except OverflowError as exc:
+                log.error("%s: %s %s not stored, a value beyond 64 bits: %s", self.path, kind.value, row[0], exc)
+        return written
 
     def _encode_each(self, kind: Kind, entities: list[Any], at: float) -> list[tuple[Any, ...]]:
         params: list[tuple[Any, ...]] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import ssl
 from contextlib import AbstractAsyncContextManager
@@ -298,6 +299,20 @@ async def test_malformed_event_is_logged_and_the_session_survives(caplog: pytest
         text = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
         assert "malformed event" in text and f"127.0.0.1:{sim.port}" in text and "DEVICE_NAME" in text
         assert text.startswith(f"{SERVER}:") or f"{SERVER}: malformed" in text
+
+
+async def test_a_repeated_bad_event_body_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with simulator() as sim, supervised(config(sim)) as (sup, hub):
+        await up(hub, sim)
+        rx = sim.by_model("ULXD4D")
+        bad = {"envelope": {"eventName": "DEVICE_NAME", "deviceId": rx.device_id}, "body": {"name": 42}}
+        for _ in range(20):
+            sim.send_garbage(json.dumps(bad))  # well-formed JSON, impossible body
+        await wait_until(lambda: sum("DEVICE_NAME event ignored" in r.getMessage() for r in caplog.records) >= 20,
+                         what="20 ignored events")
+        ignored = [r for r in caplog.records if "DEVICE_NAME event ignored" in r.getMessage()]
+        assert [r.levelno for r in ignored].count(logging.WARNING) == 1 and sup.sessions == 1
 
 
 # ----------------------------------------------------------------------------- connection

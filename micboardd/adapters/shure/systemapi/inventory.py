@@ -500,7 +500,8 @@ class Inventory:
         try:
             self._apply_event(child, event, number)
         except CodecError as exc:
-            self.log.warning("%s: %s event ignored: %s", child.child_id, event.raw_name, exc)
+            # WARNING once per device and event kind, then DEBUG: activity events can repeat it many times a second
+            self._warn(child, f"{event.raw_name} event", f"{event.raw_name} event ignored: {exc}")
         return [], False
 
     def _apply_event(self, child: Child, event: Event, number: int | None) -> None:

@@ -33,6 +33,7 @@ from .model import (
 log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY: Final = 50_000  # ≈ a few minutes of a 400-channel site's non-meter changes
+MAX_CHANNEL_INDEX: Final = 999  # as MQTT topics allow; receivers have 1..16, so more is an adapter's parse slip
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,8 +305,10 @@ class StateHub:
             fields = dict(update.fields)
             return [(Kind.DEVICE, update.device_id, before, replace_fields(base, fields))]
         if isinstance(update, ChannelUpdate):
-            if update.index < 1:
-                raise ValueError(f"{update.device_id}: channel index {update.index} must be ≥ 1")
+            if not 1 <= update.index <= MAX_CHANNEL_INDEX:
+                raise ValueError(
+                    f"{update.device_id}: channel index {update.index} must be ≥ 1 and ≤ {MAX_CHANNEL_INDEX}"
+                )
             key = channel_key(update.device_id, update.index)
             before_ch: Channel | None = self._state[Kind.CHANNEL].get(key)
             ch = before_ch if before_ch is not None else Channel(update.device_id, update.index)

@@ -126,3 +126,10 @@ def test_removing_a_channel_forgets_its_meters() -> None:
     hub.apply_one(Remove(Kind.CHANNEL, "rx1/1"))
     assert hub.meters("rx1/1") is None and hub.meters("rx1/2") is not None
     assert [m.key for m in hub.all_meters()] == ["rx1/2"]
+
+
+def test_a_channel_index_no_receiver_has_is_refused_before_it_reaches_any_sink() -> None:
+    hub = StateHub()
+    with pytest.raises(ValueError, match="≤ 999"):  # the API's int32, SQLite's int64 and MQTT topics all hold 999
+        hub.apply_one(ChannelUpdate("rx1", 10**20, {"name": "x"}))
+    assert hub.revision == 0

@@ -580,3 +580,13 @@ async def test_a_resource_malformed_at_meter_rate_warns_once(caplog: pytest.LogC
         mapper.apply("/api/channel/0/level", ["not", "an", "object"])
     bad = [r for r in caplog.records if "/api/channel/0/level" in r.getMessage()]
     assert len(bad) == 50 and [r.levelno for r in bad].count(logging.WARNING) == 1
+
+
+async def test_environment_proxies_are_not_used_for_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver is on the LAN: an HTTPS_PROXY set for the server's own updates must not misroute it."""
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # the discard port: nothing listens there
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    async with simulator() as sim, supervised(config(sim)) as (_sup, hub):
+        await up(hub, sim)

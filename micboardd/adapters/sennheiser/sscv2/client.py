@@ -52,6 +52,7 @@ class DeviceClient:
             timeout=httpx.Timeout(self.opt.request_timeout_s),
             limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
             headers={"Accept": "application/json"},
+            trust_env=False,  # a receiver on the LAN: environment proxies would only misroute it
         )
         self.http = client
         return client

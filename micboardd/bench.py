@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import resource
 import sys
@@ -22,6 +23,17 @@ from .model import Kind
 
 SIM_START_TIMEOUT_S: Final = 60.0  # 100 simulated receivers bind and start in a few seconds
 ONLINE_TIMEOUT_S: Final = 60.0  # every session connects, reads GET ALL and starts metering
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (the smallest value with at least ``q`` of them at or below it); NaN when empty.
+
+    One definition for every bench, so a p99 from the store, MQTT and API benches means the same thing.
+    """
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 def rss_kib() -> tuple[int, int]:

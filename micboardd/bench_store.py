@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from .bench import percentile
 from .hub import ChannelUpdate, DeviceUpdate, StateHub
 from .store import Store
 
@@ -49,11 +50,6 @@ class _LagProbe:
             await asyncio.sleep(LAG_PROBE_S)
             if gen == self.generation:
                 self.lags.append(time.perf_counter() - start - LAG_PROBE_S)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 async def bench_store(n_channels: int, seconds: float, *, directory: str | None = None) -> dict[str, Any]:
@@ -133,7 +129,7 @@ async def bench_store(n_channels: int, seconds: float, *, directory: str | None 
         "burst_commit_latency_ms": {
             "first": round(latencies[0] * 1000, 2),
             "p50": round(statistics.median(latencies) * 1000, 2),
-            "p95": round(_percentile(latencies, 0.95) * 1000, 2),
+            "p95": round(percentile(latencies, 0.95) * 1000, 2),
             "max": round(max(latencies) * 1000, 2),
         },
         "transaction_ms_p50": round(statistics.median(tx_durations) * 1000, 2),

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from grpc import aio
 
+from ..bench import percentile
 from ..hub import ChannelUpdate
 from ..model import Meters
 from .gen.micboard.v1 import micboard_pb2 as pb
@@ -32,13 +33,6 @@ TICK_S: Final = 0.1  # every channel changes (and meters) every 100 ms, as a 100
 CHILD_START_TIMEOUT_S: Final = 30.0  # the child imports grpc and opens its streams
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def bench_list(stub: pb_grpc.MicboardStub, calls: int = LIST_CALLS, *, meters: bool = False) -> dict[str, Any]:
     lat: list[float] = []
     size = 0
@@ -47,8 +41,8 @@ async def bench_list(stub: pb_grpc.MicboardStub, calls: int = LIST_CALLS, *, met
         resp = await stub.ListChannels(pb.ListChannelsRequest(include_meters=meters))
         lat.append((time.perf_counter() - t0) * 1000)
         size = len(resp.channels)
-    return {"channels_returned": size, "calls": calls, "p50_ms": round(_pct(lat, 0.5), 2),
-            "p99_ms": round(_pct(lat, 0.99), 2), "mean_ms": round(statistics.fmean(lat), 2)}
+    return {"channels_returned": size, "calls": calls, "p50_ms": round(percentile(lat, 0.5), 2),
+            "p99_ms": round(percentile(lat, 0.99), 2), "mean_ms": round(statistics.fmean(lat), 2)}
 
 
 async def _watch_client(socket: str, watchers: int, seconds: float) -> dict[str, Any]:
@@ -94,7 +88,7 @@ async def _watch_client(socket: str, watchers: int, seconds: float) -> dict[str,
         await asyncio.gather(*tasks, return_exceptions=True)
     return {"watchers": watchers, "window_s": round(wall, 1), "events_per_s_all_watchers": round(total / wall),
             "events_per_s_per_watcher": round(total / wall / watchers),
-            "latency_p50_ms": round(_pct(lat, 0.5), 1), "latency_p99_ms": round(_pct(lat, 0.99), 1),
+            "latency_p50_ms": round(percentile(lat, 0.5), 1), "latency_p99_ms": round(percentile(lat, 0.99), 1),
             "max_coalesced_per_watcher": max(coalesced)}
 
 

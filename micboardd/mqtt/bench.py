@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from ..bench import percentile
 from ..config import load_config
 from ..model import Kind
 
@@ -34,14 +35,6 @@ SUBSCRIBER_READY_S: Final = 30.0  # a cold interpreter imports aiomqtt and conne
 PROBE_HOST: Final = "127.0.42.1"
 FLEET_BASE_HOST: Final = "127.0.41.1"
 SITE: Final = "bench"
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[k]
 
 
 async def bench_mqtt(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,16 +169,16 @@ async def bench_mqtt(args: argparse.Namespace) -> dict[str, Any]:
                 "connect_and_sync_s": round(connect_s, 1),
                 "latency_samples": len(latencies),
                 "latency_lost": lost,
-                "latency_ms_p50": round(_pct(latencies, 0.50), 2),
-                "latency_ms_p90": round(_pct(latencies, 0.90), 2),
-                "latency_ms_p99": round(_pct(latencies, 0.99), 2),
+                "latency_ms_p50": round(percentile(latencies, 0.50), 2),
+                "latency_ms_p90": round(percentile(latencies, 0.90), 2),
+                "latency_ms_p99": round(percentile(latencies, 0.99), 2),
                 "latency_ms_max": round(max(latencies), 2) if latencies else None,
                 "latency_ms_mean": round(statistics.fmean(latencies), 2) if latencies else None,
-                "latency_split_ms_p50": {k: round(_pct(v, 0.5), 2) for k, v in split.items()},
-                "latency_split_ms_p99": {k: round(_pct(v, 0.99), 2) for k, v in split.items()},
+                "latency_split_ms_p50": {k: round(percentile(v, 0.5), 2) for k, v in split.items()},
+                "latency_split_ms_p99": {k: round(percentile(v, 0.99), 2) for k, v in split.items()},
                 # How late a 10 ms timer fires in the daemon's event loop: the floor under every latency tail.
-                "loop_lag_ms_p50": round(_pct(lags, 0.5), 2),
-                "loop_lag_ms_p99": round(_pct(lags, 0.99), 2),
+                "loop_lag_ms_p50": round(percentile(lags, 0.5), 2),
+                "loop_lag_ms_p99": round(percentile(lags, 0.99), 2),
                 "loop_lag_ms_max": round(max(lags), 2) if lags else None,
                 "meters_in_per_s": round(d["meters_in"] / wall),
                 "published_per_s": round(d["published"] / wall),

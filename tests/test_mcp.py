@@ -35,7 +35,7 @@ from micboardd.adapters.sennheiser.mcp import (
 from micboardd.commands import CommandError, CommandErrorReason, Identify, RenameChannel, SetFrequency, SetMute
 from micboardd.config import DeviceConfig
 from micboardd.hub import StateHub
-from micboardd.model import ConnState
+from micboardd.model import ConnState, ErrorKind
 from micboardd.simulators.sennheiser_mcp import McpSim
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sennheiser"
@@ -260,6 +260,9 @@ async def test_device_goes_offline_and_comes_back_after_a_restart(local_port: in
             await sim.stop()
             await wait_for(lambda: hub.device("g4").state is ConnState.OFFLINE, timeout=4.0)  # type: ignore[union-attr]
             assert "no datagram" in (hub.device("g4").last_error or "")  # type: ignore[union-attr]
+            # a silence timeout is a plain retryable error, not an "internal error" wrapping an ExceptionGroup
+            assert hub.device("g4").error_kind is ErrorKind.RETRYABLE  # type: ignore[union-attr]
+            assert "internal error" not in (hub.device("g4").last_error or "")  # type: ignore[union-attr]
             assert hub.meters("g4/1") is None  # meters are dropped while offline
             sim.rename(1, "BACK")
             await sim.start()

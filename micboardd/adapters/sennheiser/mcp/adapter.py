@@ -21,7 +21,7 @@ from ....commands import (
 )
 from ....config import DeviceConfig
 from ....model import TX_ABSENT, Manufacturer, Meters, now
-from ...base import Adapter, DeviceLink, RetryableError, TerminalError
+from ...base import Adapter, DeviceError, DeviceLink, RetryableError, TerminalError
 from ..udp import EndpointError, MalformedLog, PeerInUseError, SharedUdpEndpoint, resolve_ipv4, shared_endpoint
 from .codec import (
     AfLevel,
@@ -182,10 +182,13 @@ class McpAdapter(Adapter):
             ) from None
         self.link.online()
         self.link.device(channel_count=1)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._push_loop())
-            tg.create_task(self._heartbeat_loop())
-            tg.create_task(self._watchdog())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._push_loop())
+                tg.create_task(self._heartbeat_loop())
+                tg.create_task(self._watchdog())
+        except* (DeviceError, OSError) as group:
+            raise group.exceptions[0] from None  # the supervisor classifies the error, not its group
 
     def _push(self) -> None:
         self.pushes_sent += 1

@@ -241,7 +241,11 @@ class MqttBridge:
         """Clear held channel topics once their device reports a channel set without them (see ``stale``)."""
         while True:
             self._held_wake.clear()
-            due = self.mirror.rejudge_held(self.sync.inventory()) if self.mirror.held else None
+            due: float | None = None
+            try:
+                due = self.mirror.rejudge_held(self.sync.inventory()) if self.mirror.held else None
+            except Exception:  # a bug judging one topic must not end the bridge (its TaskGroup is the daemon's)
+                log.exception("could not judge the held retained topics; trying again later")
             timeout = None if not self.mirror.held else HELD_RECHECK_S if due is None else min(due, HELD_RECHECK_S)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):

@@ -25,6 +25,7 @@ from micboardd.hub import ChannelUpdate, DeviceUpdate, Put, Remove, StateHub
 from micboardd.model import (
     Alert,
     AlertState,
+    Channel,
     ConnState,
     Kind,
     Severity,
@@ -834,7 +835,7 @@ async def test_a_value_beyond_64_bits_does_not_block_every_later_write(tmp_path:
     async with writer(store, hub):
         hub.apply_one(ChannelUpdate("rx1", 1, tx={"present": True, "battery_percent": 10**20}))  # an adapter's slip
         hub.apply_one(ChannelUpdate("rx1", 2, {"name": "Vox"}))
-        hub.apply_one(ChannelUpdate("rx1", 10**20, {"name": "no such channel"}))  # a key SQLite cannot bind
+        hub.apply_one(Put(Channel("rx1", 10**20, name="no such channel")))  # a key SQLite cannot bind
         async with asyncio.timeout(5):
             await store.flush()  # raised StoreError: the whole batch failed, and so would every retry
         await store.record_meter_summary([{"key": "rx1/2", "samples": 1, "clips": 0, "link_quality_min": 10**20}])

@@ -228,9 +228,17 @@ async def test_subprocess_ready_watchdog_and_kill_9_restore(tmp_path: Path) -> N
                 await mb.set_show_lock(True)
                 renamed = await mb.rename({"qlxd/1": "HH09"})
                 assert all(r.ok for r in renamed.results), renamed
+            # The echoed name is device state: the store writer commits it with its next batch, not before
+            # the call returns. Wait for that batch, or the kill below races the writer.
             db = sqlite3.connect(tmp_path / "m.db", timeout=5)
-            rows_before = db.execute("select count(*) from channels").fetchone()[0]
-            db.close()
+            try:
+                async with asyncio.timeout(10):
+                    while '"HH09"' not in (db.execute("select data from channels where key = 'qlxd/1'").fetchone()
+                                           or ("",))[0]:
+                        await asyncio.sleep(0.05)
+                rows_before = db.execute("select count(*) from channels").fetchone()[0]
+            finally:
+                db.close()
             assert rows_before == sum(len(s.channels) for s in sims.values())
             proc.send_signal(signal.SIGKILL)
             await asyncio.wait_for(proc.wait(), 10)
